@@ -1,0 +1,270 @@
+"""The continuous batcher: every embedding request's texts meet here and leave as well-shaped batches.
+
+Texts from all requests for a model wait in one pool, bucketed by token length. Each of the model's
+inference slots (OpenVINO's optimal number of requests) takes a batch the moment it is free:
+- the batch is anchored on the next request in round-robin order, so a 5,000-text job and a one-text
+  query take turns and the small one waits a batch or two, not the whole job;
+- it is filled with texts of the nearest lengths from any request, under a token budget and a cap on
+  padding, so little compute goes to padding.
+
+A text's vector does not depend on its neighbours: padding is masked, pooling skips it, and
+normalization happens per vector afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from daemon.engine import LoadedModel, TokenizedText
+from daemon.errors import Err
+
+# Padding may take at most this share of a batch's tokens before a nearer-length batch is preferred.
+MAX_PADDING_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How large a batch may grow, and how many requests may wait before new ones are refused."""
+
+    max_tokens: int = 8192
+    max_texts: int = 64
+    max_queue: int = 512
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Raw pooled vectors in input order, and the tokens that went through the network."""
+
+    vectors: np.ndarray
+    token_count: int
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's texts; finished when every text has its vector."""
+
+    texts: list[TokenizedText]
+    future: asyncio.Future[np.ndarray]
+    vectors: np.ndarray
+    remaining: int = 0
+    cancelled: bool = False
+
+    def deliver(self, index: int, vector: np.ndarray) -> None:
+        if self.future.done():
+            return
+        self.vectors[index] = vector
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(self.vectors)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(eq=False)
+class _Item:
+    job: _Job
+    index: int
+    taken: bool = False
+
+    @property
+    def length(self) -> int:
+        return len(self.job.texts[self.index])
+
+    @property
+    def live(self) -> bool:
+        return not self.taken and not self.job.cancelled
+
+
+class _Pool:
+    """Waiting texts of one model: by length for grouping, by request for round-robin fairness."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, deque[_Item]] = {}
+        self._lengths: list[int] = []
+        self._jobs: deque[tuple[_Job, deque[_Item]]] = deque()
+
+    def add(self, job: _Job) -> None:
+        items = [_Item(job, i) for i in sorted(range(len(job.texts)), key=lambda i: len(job.texts[i]))]
+        for item in items:
+            bucket = self._buckets.get(item.length)
+            if bucket is None:
+                bucket = self._buckets[item.length] = deque()
+                bisect.insort(self._lengths, item.length)
+            bucket.append(item)
+        self._jobs.append((job, deque(items)))
+
+    def _next_anchor(self) -> _Item | None:
+        """The next live text of the next request in turn; requests with nothing left leave the rotation."""
+        while self._jobs:
+            _, items = self._jobs[0]
+            while items and not items[0].live:
+                items.popleft()
+            if not items:
+                self._jobs.popleft()
+                continue
+            self._jobs.rotate(-1)
+            return items.popleft()
+        return None
+
+    def _peek(self, length: int) -> _Item | None:
+        bucket = self._buckets.get(length)
+        while bucket and not bucket[0].live:
+            bucket.popleft()
+        return bucket[0] if bucket else None
+
+    def _lengths_nearest(self, width: int) -> Iterator[int]:
+        """Waiting lengths in order of distance from `width`; on a tie the shorter, which adds no padding."""
+        lengths = list(self._lengths)
+        above = bisect.bisect_left(lengths, width)
+        below = above - 1
+        while below >= 0 or above < len(lengths):
+            if above < len(lengths) and (below < 0 or lengths[above] - width < width - lengths[below]):
+                yield lengths[above]
+                above += 1
+            else:
+                yield lengths[below]
+                below -= 1
+
+    def take(self, limits: BatchLimits) -> list[_Item]:
+        """A batch around the next anchor, widened to the nearest lengths while it stays within budget."""
+        anchor = self._next_anchor()
+        if anchor is None:
+            return []
+        anchor.taken = True
+        batch = [anchor]
+        width = real = anchor.length
+        for length in self._lengths_nearest(width):
+            while len(batch) < limits.max_texts:
+                new_width = max(width, length)
+                count = len(batch) + 1
+                if count * new_width > limits.max_tokens:
+                    break
+                if real + length < (1.0 - MAX_PADDING_SHARE) * count * new_width:
+                    break
+                item = self._peek(length)
+                if item is None:
+                    break
+                item.taken = True
+                batch.append(item)
+                width, real = new_width, real + length
+            if len(batch) >= limits.max_texts:
+                break
+        self._prune()
+        return batch
+
+    def _prune(self) -> None:
+        for length in [n for n in self._lengths if self._peek(n) is None]:
+            del self._buckets[length]
+            self._lengths.remove(length)
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
+
+class _Lane:
+    """One loaded model's pool and its inference slots, each a task that keeps one request in flight."""
+
+    def __init__(self, model: LoadedModel, limits: BatchLimits) -> None:
+        self.model = model
+        self.limits = limits
+        self.pool = _Pool()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=model.slots, thread_name_prefix="ovembed-infer")
+        self._workers = [asyncio.create_task(self._work(slot)) for slot in range(model.slots)]
+
+    def add(self, job: _Job) -> None:
+        self.pool.add(job)
+        self._wake.set()
+
+    async def _work(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self.pool.take(self.limits)
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            texts = [item.job.texts[item.index] for item in batch]
+            try:
+                vectors = await loop.run_in_executor(self._executor, self.model.embed, slot, texts)
+            except Exception as exc:  # a failed batch fails its requests, never the lane
+                for item in batch:
+                    item.job.fail(exc)
+                continue
+            for item, vector in zip(batch, vectors, strict=True):
+                item.job.deliver(item.index, vector)
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Batcher:
+    """The single way from the routes to the engine; owns the waiting texts of every loaded model."""
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self.limits = limits
+        self._lanes: dict[LoadedModel, _Lane] = {}
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet answered."""
+        return self._pending
+
+    async def embed(self, model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
+        """Vectors for `texts` in order. Cancelling the caller drops its waiting texts.
+
+        Raises ApiError 503 when the queue is full and InputTooLong for an over-long text without truncation.
+        """
+        if self._pending >= self.limits.max_queue:
+            raise Err.SERVER_BUSY()
+        self._pending += 1
+        try:
+            tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
+            if not tokenized:
+                return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
+            job = _Job(
+                texts=tokenized,
+                future=asyncio.get_running_loop().create_future(),
+                vectors=np.empty((len(tokenized), model.spec.dimension), dtype=np.float32),
+                remaining=len(tokenized),
+            )
+            self._lane(model).add(job)
+            try:
+                vectors = await job.future
+            finally:
+                job.cancelled = True
+            return EmbedResult(vectors, sum(len(t) for t in tokenized))
+        finally:
+            self._pending -= 1
+
+    def _lane(self, model: LoadedModel) -> _Lane:
+        lane = self._lanes.get(model)
+        if lane is None:
+            lane = self._lanes[model] = _Lane(model, self.limits)
+        return lane
+
+    async def release(self, model: LoadedModel) -> None:
+        """Stop a model's slots when it unloads; it has no waiting work by then."""
+        lane = self._lanes.pop(model, None)
+        if lane is not None:
+            await lane.close()
+
+    async def close(self) -> None:
+        for model in list(self._lanes):
+            await self.release(model)

@@ -1,0 +1,160 @@
+"""Settings read from the environment, with Ollama's variable names where Ollama has one."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.durations import DurationError, parse_go_duration
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 11434
+DEFAULT_KEEP_ALIVE = 300.0
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where the daemon listens, parsed from OLLAMA_HOST as Ollama's envconfig.Host does."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def base_url(self) -> str:
+        """The URL a client on this machine uses: an all-interfaces bind is reached on loopback."""
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _env(name: str) -> str:
+    """Ollama trims spaces and one layer of quotes from every variable."""
+    return os.environ.get(name, "").strip().strip("\"'").strip()
+
+
+def parse_host(value: str) -> ListenAddress:
+    """Parse OLLAMA_HOST: `1.2.3.4` gets 11434, `:1234` is every interface, http/https default to 80/443."""
+    scheme, sep, hostport = value.partition("://")
+    default_port = DEFAULT_PORT
+    if not sep:
+        scheme, hostport = "http", value
+    elif scheme == "http":
+        default_port = 80
+    elif scheme == "https":
+        default_port = 443
+    hostport = hostport.split("/", 1)[0]
+    host, port_text = _split_host_port(hostport)
+    if host is None:
+        host, port_text = "127.0.0.1", ""
+        bare = hostport.strip("[]")
+        try:
+            host = str(ipaddress.ip_address(bare))
+        except ValueError:
+            if hostport:
+                host = hostport
+    try:
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError(port_text)
+    except ValueError:
+        if port_text:
+            log.warning("invalid port %r in OLLAMA_HOST, using %d", port_text, default_port)
+        port = default_port
+    return ListenAddress(scheme=scheme, host=host, port=port)
+
+
+def _split_host_port(hostport: str) -> tuple[str | None, str]:
+    """Go's net.SplitHostPort: None when there is no port part."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or not hostport[end + 1 :].startswith(":"):
+            return None, ""
+        return hostport[1:end], hostport[end + 2 :]
+    if hostport.count(":") != 1:
+        return None, ""
+    host, _, port = hostport.partition(":")
+    return host, port
+
+
+def parse_keep_alive_env(value: str) -> float:
+    """OLLAMA_KEEP_ALIVE: a Go duration or integer seconds; negative is forever; invalid means 5m."""
+    if not value:
+        return DEFAULT_KEEP_ALIVE
+    try:
+        seconds = float(int(value))
+    except ValueError:
+        try:
+            seconds = parse_go_duration(value)
+        except DurationError:
+            log.warning("invalid OLLAMA_KEEP_ALIVE %r, using 5m", value)
+            return DEFAULT_KEEP_ALIVE
+    return math.inf if seconds < 0 else seconds
+
+
+def _int_env(name: str, default: int) -> int:
+    text = _env(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        log.warning("invalid %s %r, using %d", name, text, default)
+        return default
+    return value if value > 0 else default
+
+
+def _origins() -> tuple[str, ...]:
+    extra = [o.strip() for o in _env("OLLAMA_ORIGINS").split(",") if o.strip()]
+    return tuple(extra)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon reads from its environment, read once at start."""
+
+    listen: ListenAddress = field(default_factory=lambda: parse_host(""))
+    models_dir: Path = field(default_factory=lambda: Path.home() / ".ovembed" / "models")
+    keep_alive: float = DEFAULT_KEEP_ALIVE
+    max_queue: int = 512
+    device: str = "auto"
+    precision: str = "auto"
+    performance_hint: str = "THROUGHPUT"
+    cache_dir: Path | None = None
+    extra_origins: tuple[str, ...] = ()
+    batch_tokens: int = 8192
+    batch_size: int = 64
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        models = _env("OVEMBED_MODELS")
+        models_dir = Path(models).expanduser() if models else Path.home() / ".ovembed" / "models"
+        cache = _env("OVEMBED_CACHE_DIR")
+        return cls(
+            listen=parse_host(_env("OLLAMA_HOST")),
+            models_dir=models_dir,
+            keep_alive=parse_keep_alive_env(_env("OLLAMA_KEEP_ALIVE")),
+            max_queue=_int_env("OLLAMA_MAX_QUEUE", 512),
+            device=_env("OVEMBED_DEVICE") or "auto",
+            precision=(_env("OVEMBED_PRECISION") or "auto").lower(),
+            performance_hint=(_env("OVEMBED_PERFORMANCE_HINT") or "THROUGHPUT").upper(),
+            cache_dir=Path(cache).expanduser() if cache else models_dir.parent / "cache",
+            extra_origins=_origins(),
+            batch_tokens=_int_env("OVEMBED_BATCH_TOKENS", 8192),
+            batch_size=_int_env("OVEMBED_BATCH_SIZE", 64),
+        )

@@ -1,0 +1,87 @@
+"""The one path from a route to vectors: resolve limits, hold the model, queue the texts, watch the client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from starlette.requests import Request
+
+from daemon.engine import ContextTooSmall, InputTooLong
+from daemon.errors import ApiError, Err
+from daemon.services import Services
+from modelstore.store import ModelRecord
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Raw pooled vectors in input order, the tokens they cost, and the time spent loading."""
+
+    vectors: np.ndarray
+    token_count: int
+    load_seconds: float
+
+
+def context_limit(record: ModelRecord, num_ctx: int) -> int:
+    """The model's context, lowered by a positive `num_ctx` option as Ollama does, never raised."""
+    limit = record.spec.context_length
+    return min(limit, num_ctx) if num_ctx > 0 else limit
+
+
+async def embed_texts(
+    services: Services,
+    record: ModelRecord,
+    texts: Sequence[str],
+    *,
+    keep_alive: float | None,
+    truncate: bool,
+    limit: int,
+) -> Embedded:
+    """Vectors for `texts`; an empty list only loads the model, which is Ollama's preload idiom."""
+    async with services.residency.use(record, keep_alive) as (model, load_seconds):
+        if not texts:
+            return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
+        try:
+            result = await services.batcher.embed(model, texts, limit, truncate)
+        except InputTooLong:
+            raise Err.INPUT_TOO_LONG() from None
+        except ContextTooSmall:
+            raise Err.CONTEXT_TOO_SMALL() from None
+        except ApiError:
+            raise
+        except Exception as exc:  # an inference failure is ours, not the caller's
+            raise Err.RUNNER_FAILED(detail=f"inference failed: {exc}") from exc
+        return Embedded(result.vectors, result.token_count, load_seconds)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it when the client disconnects so its queued texts are dropped.
+
+    The 499 that follows is never read; it only ends the handler the way Ollama's does.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise Err.REQUEST_CANCELED()
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """After the body is read, the next ASGI message is the disconnect, if it ever comes."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,160 @@
+"""OpenVINO inference for stored models: tokenize, run the network, pool.
+
+The engine never normalizes: /api/embed normalizes and /api/embeddings does not, so that choice belongs
+to the route. Everything here is blocking and runs on worker threads; OpenVINO and the tokenizer release
+the GIL while they work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+from tokenizers import Tokenizer
+
+from daemon.device import DeviceChoice, compile_config, pick_device
+from modelstore.convert import IR_NAME
+from modelstore.create import TOKENIZER_NAME
+from modelstore.store import ModelRecord
+
+log = logging.getLogger(__name__)
+
+# GPU kernels are compiled per shape; rounding the padded length keeps their number small.
+_GPU_PAD_MULTIPLE = 16
+
+
+class InputTooLong(ValueError):
+    """An input over the context length, with truncation switched off."""
+
+
+class ContextTooSmall(ValueError):
+    """A limit (a tiny `num_ctx`) that leaves no room for any text beside the special tokens."""
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids ready for the network; `ids` already carries the special tokens."""
+
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class LoadedModel:
+    """A compiled network with its tokenizer and one infer request per parallel slot."""
+
+    def __init__(self, record: ModelRecord, compiled: ov.CompiledModel, device: DeviceChoice) -> None:
+        self.record = record
+        self.spec = record.spec
+        self.compiled = compiled
+        self.device = device
+        self.tokenizer = Tokenizer.from_file(str(record.path / TOKENIZER_NAME))
+        # The repo's tokenizer.json may carry its own truncation and padding (all-MiniLM: 128); the model's
+        # context length rules instead, and padding is done per batch.
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
+        self.pad_id = self._pad_id()
+        self._input_names = {name for port in compiled.inputs for name in port.get_names()}
+        self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
+        self._pad_multiple = _GPU_PAD_MULTIPLE if device.is_gpu else 1
+
+    @property
+    def slots(self) -> int:
+        """How many batches the device runs at once, as OpenVINO advises for the compiled model."""
+        return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+
+    @property
+    def size_bytes(self) -> int:
+        return self.record.size
+
+    def _pad_id(self) -> int:
+        padding = self.tokenizer.padding or {}
+        if "pad_id" in padding:
+            return int(padding["pad_id"])
+        for token in ("[PAD]", "<pad>", "<|endoftext|>"):
+            token_id = self.tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def tokenize(self, texts: Sequence[str], limit: int, truncate: bool) -> list[TokenizedText]:
+        """Token ids per text, cut to `limit` tokens with the special tokens kept, as sentence-transformers does.
+
+        Raises InputTooLong for a text over the limit when truncation is off, and ContextTooSmall for a
+        non-empty text when the special tokens fill the whole limit, as Ollama refuses both.
+        """
+        bodies = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        room = max(0, limit - self._special_count)
+        out: list[TokenizedText] = []
+        for body in bodies:
+            if body.ids and room <= 0:
+                raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._special_count} special tokens")
+            if len(body.ids) > room:
+                if not truncate:
+                    raise InputTooLong(f"{len(body.ids) + self._special_count} tokens over a limit of {limit}")
+                body.truncate(room)
+            full = self.tokenizer.post_process(body, None, add_special_tokens=True)
+            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64)))
+        return out
+
+    def embed(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
+        """Pooled float32 vectors [len(batch), dimension] for one padded batch, on the given slot's request."""
+        length = max(len(t) for t in batch)
+        length = -(-length // self._pad_multiple) * self._pad_multiple
+        ids = np.full((len(batch), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), length), dtype=np.int64)
+        for row, text in enumerate(batch):
+            ids[row, : len(text)] = text.ids
+            mask[row, : len(text)] = 1
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            inputs["token_type_ids"] = np.zeros_like(ids)
+        request = self._requests[slot]
+        request.infer(inputs)
+        hidden = request.get_output_tensor(0).data
+        return _pool(hidden, mask, self.spec.pooling)
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    """Sentence-transformers' pooling over real tokens only, in float32."""
+    if mode == "cls":
+        return np.array(hidden[:, 0, :], dtype=np.float32)
+    if mode == "lasttoken":
+        last = mask.sum(axis=1) - 1
+        return np.array(hidden[np.arange(hidden.shape[0]), last, :], dtype=np.float32)
+    weights = mask.astype(np.float32)
+    summed = np.einsum("bsh,bs->bh", hidden, weights, dtype=np.float32)
+    return summed / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
+
+
+class Engine:
+    """One OpenVINO core for the process: the device choice and the compile cache are shared by all models."""
+
+    def __init__(self, device: str, precision: str, hint: str, cache_dir: Path | None) -> None:
+        self.core = ov.Core()
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        name = pick_device(device, self.core.available_devices, self._device_type)
+        self.device = DeviceChoice(name=name, config=compile_config(precision, hint))
+        log.info("OpenVINO device %s (%s), settings %s", name, self._full_name(name), self.device.config)
+
+    def _device_type(self, device: str) -> str:
+        return str(self.core.get_property(device, "DEVICE_TYPE")).rsplit(".", 1)[-1]
+
+    def _full_name(self, device: str) -> str:
+        try:
+            return str(self.core.get_property(device, "FULL_DEVICE_NAME"))
+        except RuntimeError:
+            return device
+
+    def load(self, record: ModelRecord) -> LoadedModel:
+        """Compile from the IR path, so OpenVINO's model cache can skip the compile next time."""
+        compiled = self.core.compile_model(str(record.path / IR_NAME), self.device.name, self.device.config)
+        return LoadedModel(record, compiled, self.device)

@@ -1,0 +1,33 @@
+"""The objects a running daemon shares between requests, built once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from daemon.batcher import Batcher, BatchLimits
+from daemon.config import Settings
+from daemon.engine import Engine
+from daemon.residency import Residency
+from modelstore.store import ModelStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ModelStore
+    engine: Engine
+    batcher: Batcher
+    residency: Residency
+
+    @classmethod
+    def start(cls, settings: Settings) -> Services:
+        store = ModelStore(settings.models_dir)
+        store.sweep_staging()
+        engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.cache_dir)
+        batcher = Batcher(BatchLimits(settings.batch_tokens, settings.batch_size, settings.max_queue))
+        residency = Residency(engine, batcher, settings.keep_alive)
+        return cls(settings, store, engine, batcher, residency)
+
+    async def close(self) -> None:
+        await self.residency.close()
+        await self.batcher.close()

@@ -1,0 +1,112 @@
+"""Turns a repo's network (OpenVINO IR or ONNX) into the IR the engine loads: one output, named tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+# In order of preference: the repo's own IR needs no conversion at all.
+NETWORK_CANDIDATES = (
+    "openvino/openvino_model.xml",
+    "openvino_model.xml",
+    "onnx/model.onnx",
+    "model.onnx",
+)
+IR_NAME = "openvino_model.xml"
+_REQUIRED_INPUTS = ("input_ids", "attention_mask")
+_OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
+_WEIGHT_TYPES = {
+    ov.Type.f32: "fp32",
+    ov.Type.f16: "fp16",
+    ov.Type.bf16: "bf16",
+    ov.Type.i8: "int8",
+    ov.Type.u8: "int8",
+}
+_PRECISION_RANK = ("fp32", "bf16", "fp16", "int8")
+
+
+class ConversionError(ValueError):
+    """A network the engine could not run, with what is wrong in words a person can act on."""
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """Facts read off the converted network, for the manifest."""
+
+    dimension: int | None
+    precision: str
+    parameter_count: int
+
+
+def openvino_reason(exc: BaseException) -> str:
+    """The first line a person can act on: OpenVINO's text starts with "Exception from <file>:<line>:" lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith("Exception from ")), type(exc).__name__)
+
+
+def find_network(folder: Path) -> Path:
+    for candidate in NETWORK_CANDIDATES:
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise ConversionError(
+        f"{folder} has no network to convert: expected openvino/openvino_model.xml or onnx/model.onnx"
+    )
+
+
+def _token_output(model: ov.Model) -> ov.Output:
+    """The per-token hidden states: by name first, else the only rank-3 output."""
+    for output in model.outputs:
+        if output.get_names() & set(_OUTPUT_NAMES):
+            return output
+    rank3 = [o for o in model.outputs if o.get_partial_shape().rank.get_length() == 3]
+    if len(rank3) == 1:
+        return rank3[0]
+    names = ", ".join(sorted(n for o in model.outputs for n in o.get_names())) or "(unnamed)"
+    raise ConversionError(f"network outputs are {names}; expected last_hidden_state [batch, tokens, hidden]")
+
+
+def _weights(model: ov.Model) -> tuple[str, int]:
+    """The lowest weight precision present and the number of weights, as `ollama show` reports them."""
+    seen: set[str] = set()
+    count = 0
+    for op in model.get_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        kind = _WEIGHT_TYPES.get(op.get_output_element_type(0))
+        size = int(np.prod(op.get_output_shape(0))) if op.get_output_partial_shape(0).is_static else 0
+        if kind is None or size <= 1:
+            continue
+        seen.add(kind)
+        count += size
+    precision = max(seen, key=_PRECISION_RANK.index) if seen else "fp32"
+    return precision, count
+
+
+def convert_network(source: Path, destination: Path) -> NetworkInfo:
+    """Read the source network with OpenVINO itself and save it as IR in `destination`.
+
+    ONNX external data is found beside the .onnx file. Weights keep the precision they came in:
+    fp16-compressed IR stays compressed, fp32 ONNX stays fp32, so the engine decides the compute precision.
+    """
+    core = ov.Core()
+    try:
+        model = core.read_model(source)
+    except RuntimeError as exc:
+        raise ConversionError(f"OpenVINO cannot read {source.name}: {openvino_reason(exc)}") from exc
+    inputs = {name for port in model.inputs for name in port.get_names()}
+    missing = [name for name in _REQUIRED_INPUTS if name not in inputs]
+    if missing:
+        raise ConversionError(f"network inputs are {', '.join(sorted(inputs))}; missing {', '.join(missing)}")
+    output = _token_output(model)
+    if len(model.outputs) != 1:
+        model = ov.Model([output], model.get_parameters(), model.get_friendly_name())
+        output = model.output(0)
+    output.get_tensor().set_names({"last_hidden_state"})
+    shape = output.get_partial_shape()
+    dimension = shape[2].get_length() if shape[2].is_static else None
+    precision, parameters = _weights(model)
+    ov.save_model(model, destination / IR_NAME, compress_to_fp16=False)
+    return NetworkInfo(dimension=dimension, precision=precision, parameter_count=parameters)

@@ -1,0 +1,68 @@
+"""`ovembed create NAME --from DIR`: a sentence-transformers folder in, a stored model out.
+
+The pull path ends here too after downloading, so a model enters the store one way only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from modelstore.convert import ConversionError, convert_network, find_network
+from modelstore.names import ModelName
+from modelstore.spec import ModelSpec
+from modelstore.stconfig import ConfigError, read_repo_config
+from modelstore.store import ModelRecord, ModelStore
+
+TOKENIZER_NAME = "tokenizer.json"
+_TOKENIZER_CANDIDATES = ("tokenizer.json", "onnx/tokenizer.json")
+
+
+class CreateError(ValueError):
+    """The folder cannot become a model; the message says what is missing or wrong."""
+
+
+def _find_tokenizer(folder: Path) -> Path:
+    for candidate in _TOKENIZER_CANDIDATES:
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise CreateError(f"{folder} has no tokenizer.json (a fast tokenizer file is needed beside the network)")
+
+
+def create_from_folder(store: ModelStore, name: ModelName, folder: Path, source: str | None = None) -> ModelRecord:
+    """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise CreateError(f"{folder} is not a folder")
+    try:
+        network = find_network(folder)
+        tokenizer = _find_tokenizer(folder)
+        config = read_repo_config(folder)
+    except (ConversionError, ConfigError) as exc:
+        raise CreateError(str(exc)) from exc
+    try:
+        Tokenizer.from_file(str(tokenizer))
+    except Exception as exc:  # the tokenizers library raises its own Exception type
+        raise CreateError(f"cannot read {tokenizer.name}: {exc}") from exc
+    with store.staging() as staged:
+        try:
+            info = convert_network(network, staged)
+        except ConversionError as exc:
+            raise CreateError(str(exc)) from exc
+        shutil.copyfile(tokenizer, staged / TOKENIZER_NAME)
+        dimension = info.dimension or config.hidden_size
+        if dimension is None:
+            raise CreateError(f"cannot tell the embedding size of {network.name}")
+        spec = ModelSpec(
+            architecture=config.architecture,
+            pooling=config.pooling,
+            normalize=config.normalize,
+            context_length=config.context_length,
+            dimension=dimension,
+            precision=info.precision,
+            parameter_count=info.parameter_count,
+            prompts=config.prompts,
+        )
+        return store.commit(name, staged, spec, source or f"{folder} ({network.relative_to(folder)})")

@@ -1,0 +1,92 @@
+"""Reads a sentence-transformers repo's own config files: pooling, normalization, context, prompts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_POOLING_MODULE = "sentence_transformers.models.Pooling"
+_NORMALIZE_MODULE = "sentence_transformers.models.Normalize"
+# Position tables of RoBERTa-style models reserve two rows for the padding offset.
+_PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert"}
+_FALLBACK_CONTEXT = 512
+_UNBOUNDED_MAX_LENGTH = 1_000_000
+
+
+class ConfigError(ValueError):
+    """A repo whose config files cannot describe a usable embedding model."""
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """The parts of a repo's configs that decide how its vectors are made."""
+
+    architecture: str
+    pooling: str
+    normalize: bool
+    context_length: int
+    hidden_size: int | None
+    prompts: dict[str, str] = field(default_factory=dict)
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path.name}: {exc}") from exc
+
+
+def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
+    """Sentence-transformers' Pooling flags; a repo without modules.json is taken as mean, its default."""
+    module = next((m for m in modules if m.get("type") == _POOLING_MODULE), None)
+    if module is None:
+        return "mean"
+    flags = _load(folder / module.get("path", "1_Pooling") / "config.json") or {}
+    if flags.get("pooling_mode_cls_token"):
+        return "cls"
+    if flags.get("pooling_mode_lasttoken"):
+        return "lasttoken"
+    if flags.get("pooling_mode_mean_tokens"):
+        return "mean"
+    used = sorted(k for k, v in flags.items() if k.startswith("pooling_mode_") and v)
+    raise ConfigError(f"unsupported pooling {', '.join(used) or '(none)'}: ovembed pools by mean, CLS or last token")
+
+
+def _context_length(folder: Path, model_config: dict[str, Any]) -> int:
+    """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does."""
+    st_config = _load(folder / "sentence_bert_config.json") or {}
+    if isinstance(st_config.get("max_seq_length"), int) and st_config["max_seq_length"] > 0:
+        return int(st_config["max_seq_length"])
+    tok_config = _load(folder / "tokenizer_config.json") or {}
+    max_length = tok_config.get("model_max_length")
+    if isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
+        return max_length
+    positions = model_config.get("max_position_embeddings")
+    if isinstance(positions, int) and positions > 0:
+        if model_config.get("model_type") in _PADDING_OFFSET_TYPES:
+            return positions - 2
+        return positions
+    return _FALLBACK_CONTEXT
+
+
+def read_repo_config(folder: Path) -> RepoConfig:
+    """Everything a sentence-transformers-style folder says about pooling and limits."""
+    modules = _load(folder / "modules.json") or []
+    model_config = _load(folder / "config.json") or {}
+    st_model_config = _load(folder / "config_sentence_transformers.json") or {}
+    architectures = model_config.get("architectures") or []
+    architecture = str(model_config.get("model_type") or (architectures[0] if architectures else "unknown"))
+    hidden = model_config.get("hidden_size")
+    prompts = st_model_config.get("prompts") or {}
+    return RepoConfig(
+        architecture=architecture,
+        pooling=_pooling(folder, modules),
+        normalize=any(m.get("type") == _NORMALIZE_MODULE for m in modules),
+        context_length=_context_length(folder, model_config),
+        hidden_size=int(hidden) if isinstance(hidden, int) else None,
+        prompts={str(k): str(v) for k, v in prompts.items() if isinstance(v, str)},
+    )

@@ -1,0 +1,257 @@
+"""The on-disk model store: content-addressed model folders and one manifest per name.
+
+Layout under the root:
+    blobs/sha256-<hex>/      a finished model folder (IR, tokenizer), named by its content digest
+    manifests/<host>/<namespace>/<model>/<tag>.json   what a name points at, with its spec
+    staging/<pid>-<random>/  work in progress; never read, swept when its process is gone
+
+A model becomes visible only when its manifest is renamed into place, and a blob only when its finished
+folder is renamed into place, so a process killed at any point leaves nothing half-written behind a name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from modelstore.names import InvalidName, ModelName, parse_name
+from modelstore.spec import ModelSpec
+
+# A blob younger than this may belong to a create whose manifest is not written yet.
+_ORPHAN_GRACE_SECONDS = 600.0
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One name's manifest, with the folder it points at."""
+
+    name: ModelName
+    digest: str
+    size: int
+    modified_at: datetime
+    source: str
+    spec: ModelSpec
+    path: Path
+    extra: dict[str, Any]
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "name": self.name.display,
+            "digest": self.digest,
+            "size": self.size,
+            "modified_at": self.modified_at.isoformat(),
+            "source": self.source,
+            "spec": self.spec.to_json(),
+            "extra": self.extra,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _folder_digest(folder: Path) -> tuple[str, int]:
+    """A digest over every file's relative path and content, so equal models share one blob."""
+    digest = hashlib.sha256()
+    size = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+        size += path.stat().st_size
+    return digest.hexdigest(), size
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write beside the target, fsync, then rename: readers see the old file or the new one, never part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ModelStore:
+    """Names to finished model folders. Knows files and manifests, nothing of HTTP or inference."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.manifests = root / "manifests"
+        self.staging_root = root / "staging"
+
+    # Reading
+
+    def list(self) -> list[ModelRecord]:
+        """Every valid manifest, newest first, as Ollama's /api/tags sorts."""
+        records = [r for r in map(self._read_manifest, self._manifest_files()) if r is not None]
+        return sorted(records, key=lambda r: r.modified_at, reverse=True)
+
+    def get(self, name: ModelName) -> ModelRecord | None:
+        """The model for a name, matched without regard to case as Ollama does."""
+        exact = self._manifest_path(name)
+        if exact.is_file():
+            record = self._read_manifest(exact)
+            if record is not None:
+                return record
+        return next((r for r in self.list() if r.name.key == name.key), None)
+
+    def _manifest_path(self, name: ModelName) -> Path:
+        host, namespace, model, tag = name.path_parts
+        return self.manifests / host / namespace / model / f"{tag}.json"
+
+    def _manifest_files(self) -> Iterator[Path]:
+        if self.manifests.is_dir():
+            yield from (p for p in self.manifests.glob("*/*/*/*.json") if p.is_file())
+
+    def _read_manifest(self, path: Path) -> ModelRecord | None:
+        """A manifest that does not parse, or whose folder is gone, is not a model."""
+        try:
+            data = json.loads(path.read_bytes())
+            record = ModelRecord(
+                name=parse_name(data["name"]),
+                digest=str(data["digest"]),
+                size=int(data["size"]),
+                modified_at=datetime.fromisoformat(data["modified_at"]),
+                source=str(data.get("source", "")),
+                spec=ModelSpec.from_json(data["spec"]),
+                path=self.blobs / f"sha256-{data['digest']}",
+                extra=dict(data.get("extra") or {}),
+            )
+        except (OSError, ValueError, KeyError, TypeError, InvalidName):
+            return None
+        return record if record.path.is_dir() else None
+
+    # Writing
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private folder to build a model in; removed afterwards whether or not it was committed."""
+        self.sweep_staging()
+        folder = self.staging_root / f"{os.getpid()}-{uuid.uuid4().hex}"
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def commit(
+        self, name: ModelName, staged: Path, spec: ModelSpec, source: str, extra: dict[str, Any] | None = None
+    ) -> ModelRecord:
+        """Move a built folder into the blobs by its digest, then point the name at it."""
+        digest, size = _folder_digest(staged)
+        blob = self.blobs / f"sha256-{digest}"
+        if not blob.is_dir():
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError, OSError):
+                os.rename(staged, blob)
+            if not blob.is_dir():
+                raise OSError(f"could not store model folder {blob}")
+        record = ModelRecord(
+            name=name,
+            digest=digest,
+            size=size,
+            modified_at=datetime.now(timezone.utc).astimezone(),
+            source=source,
+            spec=spec,
+            path=blob,
+            extra=extra or {},
+        )
+        self._write_manifest(record)
+        return record
+
+    def _write_manifest(self, record: ModelRecord) -> None:
+        self._remove_other_case(record.name)
+        data = json.dumps(record.to_manifest(), indent=2).encode()
+        write_atomically(self._manifest_path(record.name), data)
+
+    def _remove_other_case(self, name: ModelName) -> None:
+        """One manifest per name regardless of case, as Ollama keeps it."""
+        exact = self._manifest_path(name)
+        for path in list(self._manifest_files()):
+            record = self._read_manifest(path)
+            if path != exact and record is not None and record.name.key == name.key:
+                path.unlink(missing_ok=True)
+
+    def copy(self, source: ModelRecord, destination: ModelName) -> ModelRecord:
+        """A second name for the same folder, as `ollama cp` writes a second manifest."""
+        record = ModelRecord(
+            name=destination,
+            digest=source.digest,
+            size=source.size,
+            modified_at=datetime.now(timezone.utc).astimezone(),
+            source=source.source,
+            spec=source.spec,
+            path=source.path,
+            extra=source.extra,
+        )
+        self._write_manifest(record)
+        return record
+
+    def delete(self, record: ModelRecord) -> None:
+        """Remove the name, and its folder when no other name points at it."""
+        self._manifest_path(record.name).unlink(missing_ok=True)
+        self._remove_other_case(record.name)
+        self._prune_empty_dirs(self.manifests)
+        if record.digest not in self._digests_in_use():
+            shutil.rmtree(record.path, ignore_errors=True)
+        self.sweep_blobs()
+
+    def _digests_in_use(self) -> set[str]:
+        return {r.digest for r in map(self._read_manifest, self._manifest_files()) if r is not None}
+
+    # Cleaning
+
+    def sweep_staging(self) -> None:
+        """Remove staging folders whose process has died, such as a create killed part-way."""
+        if not self.staging_root.is_dir():
+            return
+        for folder in self.staging_root.iterdir():
+            pid_text = folder.name.split("-", 1)[0]
+            if not pid_text.isdigit() or not _pid_alive(int(pid_text)):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep_blobs(self) -> None:
+        """Remove folders no manifest names, once they are old enough not to be a create in flight."""
+        if not self.blobs.is_dir():
+            return
+        used = self._digests_in_use()
+        now = time.time()
+        for blob in self.blobs.iterdir():
+            digest = blob.name.removeprefix("sha256-")
+            if digest not in used and now - blob.stat().st_ctime > _ORPHAN_GRACE_SECONDS:
+                shutil.rmtree(blob, ignore_errors=True)
+
+    def _prune_empty_dirs(self, top: Path) -> None:
+        for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()

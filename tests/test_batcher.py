@@ -1,0 +1,155 @@
+"""The batcher on its own: batch shapes, fairness, ordering, cancellation and backpressure, on real OpenVINO."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.batcher import MAX_PADDING_SHARE, Batcher, BatchLimits, _Job, _Pool
+from daemon.engine import Engine, LoadedModel, TokenizedText
+from daemon.errors import ApiError
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.store import ModelStore
+
+# The pool never touches a job's future; one idle loop can own them all.
+LOOP = asyncio.new_event_loop()
+
+
+def job_of(lengths: list[int]) -> _Job:
+    texts = [TokenizedText(np.zeros(n, dtype=np.int64)) for n in lengths]
+    future: asyncio.Future[np.ndarray] = LOOP.create_future()
+    return _Job(texts=texts, future=future, vectors=np.empty((len(texts), 1)), remaining=len(texts))
+
+
+def drain(pool: _Pool, limits: BatchLimits) -> list[list]:
+    batches = []
+    while batch := pool.take(limits):
+        batches.append(batch)
+    return batches
+
+
+def test_batches_stay_within_budget_and_take_every_text_once() -> None:
+    rng = random.Random(0)
+    limits = BatchLimits(max_tokens=512, max_texts=16)
+    jobs = [job_of([rng.randint(3, 120) for _ in range(rng.randint(1, 40))]) for _ in range(12)]
+    pool = _Pool()
+    for job in jobs:
+        pool.add(job)
+    batches = drain(pool, limits)
+    taken = [(id(item.job), item.index) for batch in batches for item in batch]
+    assert sorted(taken) == sorted((id(j), i) for j in jobs for i in range(len(j.texts)))
+    for batch in batches:
+        width = max(item.length for item in batch)
+        assert len(batch) <= limits.max_texts
+        assert len(batch) == 1 or len(batch) * width <= limits.max_tokens
+
+
+def test_padding_stays_small_when_lengths_allow() -> None:
+    limits = BatchLimits(max_tokens=4096, max_texts=64)
+    pool = _Pool()
+    rng = random.Random(1)
+    pool.add(job_of([rng.randint(5, 200) for _ in range(500)]))
+    for batch in drain(pool, limits):
+        width = max(item.length for item in batch)
+        real = sum(item.length for item in batch)
+        assert len(batch) == 1 or real >= (1 - MAX_PADDING_SHARE) * len(batch) * width
+
+
+def test_a_small_request_is_not_starved_by_a_big_one() -> None:
+    limits = BatchLimits(max_tokens=256, max_texts=8)
+    pool = _Pool()
+    big, small = job_of([20] * 5000), job_of([40])
+    pool.add(big)
+    pool.add(small)
+    first_two = [pool.take(limits), pool.take(limits)]
+    assert any(item.job is small for batch in first_two for item in batch)
+
+
+def test_cancelled_requests_leave_the_pool() -> None:
+    limits = BatchLimits(max_tokens=1024, max_texts=32)
+    pool = _Pool()
+    gone, kept = job_of([10] * 100), job_of([10] * 3)
+    pool.add(gone)
+    pool.add(kept)
+    gone.cancelled = True
+    batches = drain(pool, limits)
+    assert [item.job for batch in batches for item in batch] == [kept] * 3
+    assert not pool
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> LoadedModel:
+    store = ModelStore(tmp_path_factory.mktemp("batcher-store"))
+    record = create_from_folder(store, parse_name("tiny"), tiny_dir)
+    return Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
+
+
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "warm",
+    "mat",
+    "while",
+    "water",
+    "ran",
+    "down",
+    "the",
+    "old",
+    "stone",
+    "road",
+    "near",
+    "our",
+    "house",
+]
+
+
+def sentences(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 40))) for _ in range(count)]
+
+
+def test_vectors_come_back_in_order_and_independent_of_company(tiny_model: LoadedModel) -> None:
+    texts = sentences(300)
+
+    async def run() -> tuple[np.ndarray, list[np.ndarray]]:
+        batcher = Batcher(BatchLimits(max_tokens=256, max_texts=16))
+        together = await batcher.embed(tiny_model, texts, 32, True)
+        alone = await asyncio.gather(*(batcher.embed(tiny_model, [t], 32, True) for t in texts[:40]))
+        await batcher.close()
+        return together.vectors, [a.vectors[0] for a in alone]
+
+    together, alone = asyncio.run(run())
+    direct = np.concatenate([tiny_model.embed(0, tiny_model.tokenize([t], 32, True)) for t in texts[:40]])
+    assert np.allclose(together[:40], direct, atol=1e-5)
+    assert np.allclose(np.stack(alone), direct, atol=1e-5)
+
+
+def test_a_full_queue_answers_503_and_cancelled_work_is_dropped(tiny_model: LoadedModel) -> None:
+    async def run() -> tuple[ApiError, int, bool]:
+        batcher = Batcher(BatchLimits(max_tokens=64, max_texts=2, max_queue=2))
+        first = asyncio.create_task(batcher.embed(tiny_model, sentences(3000, 1), 32, True))
+        second = asyncio.create_task(batcher.embed(tiny_model, sentences(3000, 2), 32, True))
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as refused:
+            await batcher.embed(tiny_model, ["one more"], 32, True)
+        first.cancel()
+        second.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+        small = await batcher.embed(tiny_model, ["after the storm"], 32, True)
+        lane_left = bool(batcher._lanes[tiny_model].pool)
+        await batcher.close()
+        return refused.value, small.vectors.shape[0], lane_left
+
+    error, answered, work_left = asyncio.run(run())
+    assert error.status == 503
+    assert error.message == "server busy, please try again.  maximum pending requests exceeded"
+    assert answered == 1
+    assert not work_left

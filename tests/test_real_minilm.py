@@ -1,0 +1,99 @@
+"""The real tier: all-MiniLM-L6-v2 from ../shared against sentence-transformers' own vectors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
+
+pytestmark = pytest.mark.real
+
+EXTRA_TEXTS = [
+    "why is the sky blue?",
+    "Paris is the capital of France.",
+    "A short one.",
+    "Embeddings map text to vectors so that similar meanings land close together in the space.",
+    "OpenVINO runs neural networks on Intel CPUs, integrated GPUs and discrete Arc GPUs.",
+]
+
+
+def reference() -> tuple[list[dict], np.ndarray]:
+    require_shared()
+    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
+    vectors = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    return rows, vectors
+
+
+def embed(daemon: Daemon, texts: list[str] | str, **extra: object) -> dict:
+    with daemon.client() as client:
+        response = client.post("/api/embed", json={"model": "all-minilm", "input": texts, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def test_default_precision_matches_sentence_transformers(minilm_daemon: Daemon) -> None:
+    rows, expected = reference()
+    got = np.array(embed(minilm_daemon, [r["text"] for r in rows])["embeddings"])
+    similarity = cosines(got, expected)
+    assert similarity.min() >= 0.9999, {rows[i]["id"]: float(similarity[i]) for i in np.argsort(similarity)[:3]}
+
+
+def test_each_text_alone_matches_sentence_transformers(minilm_daemon: Daemon) -> None:
+    rows, expected = reference()
+    got = np.array([embed(minilm_daemon, r["text"])["embeddings"][0] for r in rows])
+    assert cosines(got, expected).min() >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def fp32_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    require_shared()
+    running = start_daemon(tmp_path_factory.mktemp("minilm-fp32"), OVEMBED_PRECISION="fp32")
+    running.create("all-minilm", MINILM)
+    yield running
+    stop_daemon(running)
+
+
+def test_fp32_matches_sentence_transformers(fp32_daemon: Daemon) -> None:
+    rows, expected = reference()
+    got = np.array(embed(fp32_daemon, [r["text"] for r in rows])["embeddings"])
+    assert cosines(got, expected).min() >= 0.99999
+
+
+def test_alone_and_in_a_batch_of_64_agree(minilm_daemon: Daemon) -> None:
+    rows, _ = reference()
+    texts = [r["text"] for r in rows] + EXTRA_TEXTS
+    texts = (texts * 2)[:64]
+    batch = np.array(embed(minilm_daemon, texts)["embeddings"])
+    alone = np.array([embed(minilm_daemon, t)["embeddings"][0] for t in texts[:45]])
+    assert len(batch) == 64
+    assert cosines(batch[:45], alone).min() >= 0.99999
+
+
+def test_token_counts_match_ollama(minilm_daemon: Daemon) -> None:
+    assert embed(minilm_daemon, "why is the sky blue?")["prompt_eval_count"] == 8
+    assert embed(minilm_daemon, ["why is the sky blue?", "why is the grass green?"])["prompt_eval_count"] == 16
+
+
+def test_long_texts_are_cut_at_the_model_limit_not_the_tokenizer_file(minilm_daemon: Daemon) -> None:
+    """tokenizer.json says 128, sentence_bert_config.json says 256: 256 is the model's limit."""
+    rows, expected = reference()
+    medium = next(r for r in rows if 128 < r["n_tokens"] <= 256)
+    long = next(r for r in rows if r["n_tokens"] > 256)
+    assert embed(minilm_daemon, medium["text"])["prompt_eval_count"] == medium["n_tokens"]
+    result = embed(minilm_daemon, long["text"])
+    assert result["prompt_eval_count"] == 256
+    assert cosines(np.array(result["embeddings"]), expected[[long["id"]]])[0] >= 0.9999
+    with minilm_daemon.client() as client:
+        refused = client.post("/api/embed", json={"model": "all-minilm", "input": long["text"], "truncate": False})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "the input length exceeds the context length"}

@@ -1,0 +1,127 @@
+"""Pure logic with no I/O: device choice, Go durations, Ollama's human formats and number sizes."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from daemon.device import DeviceError, compile_config, pick_device
+from daemon.durations import DurationError, parse_go_duration
+from daemon.guard import host_allowed
+from daemon.humanize import human_bytes, human_time
+from daemon.views import parameter_size
+
+TYPES = {"CPU": "INTEGRATED", "GPU.0": "INTEGRATED", "GPU.1": "DISCRETE", "GPU": "INTEGRATED", "NPU": "INTEGRATED"}
+
+
+@pytest.mark.parametrize(
+    ("requested", "available", "chosen"),
+    [
+        ("auto", ["CPU"], "CPU"),
+        ("", ["CPU"], "CPU"),
+        ("auto", ["CPU", "GPU"], "GPU"),
+        ("auto", ["CPU", "GPU.0", "GPU.1"], "GPU.1"),  # the discrete Arc before the iGPU
+        ("AUTO", ["CPU", "NPU"], "CPU"),
+        ("cpu", ["CPU", "GPU"], "CPU"),
+        ("GPU", ["CPU", "GPU.0", "GPU.1"], "GPU"),
+        ("GPU.0", ["CPU", "GPU.0", "GPU.1"], "GPU.0"),
+        ("HETERO:GPU,CPU", ["CPU", "GPU"], "HETERO:GPU,CPU"),
+    ],
+)
+def test_device_choice(requested: str, available: list[str], chosen: str) -> None:
+    assert pick_device(requested, available, TYPES.__getitem__) == chosen
+
+
+@pytest.mark.parametrize(
+    ("requested", "available"), [("GPU", ["CPU"]), ("GPU.2", ["CPU", "GPU.0"]), ("MULTI:GPU,CPU", ["CPU"])]
+)
+def test_an_absent_device_is_an_error_that_says_what_exists(requested: str, available: list[str]) -> None:
+    with pytest.raises(DeviceError) as error:
+        pick_device(requested, available, TYPES.__getitem__)
+    assert "not available" in str(error.value)
+    assert "CPU" in str(error.value)
+
+
+def test_compile_config() -> None:
+    assert compile_config("auto", "") == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    assert compile_config("fp32", "latency") == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    assert compile_config("BF16", "THROUGHPUT")["INFERENCE_PRECISION_HINT"] == "bf16"
+    with pytest.raises(DeviceError, match="fp32, bf16, fp16"):
+        compile_config("fp8", "")
+    with pytest.raises(DeviceError, match="THROUGHPUT, LATENCY"):
+        compile_config("auto", "fast")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300), ("1h30m", 5400), ("300ms", 0.3), ("-1s", -1), ("0", 0), ("1.5h", 5400), ("2h45m30.5s", 9930.5)],
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert math.isclose(parse_go_duration(text), seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", 'time: invalid duration "abc"'),
+        ("", 'time: invalid duration ""'),
+        ("300", 'time: missing unit in duration "300"'),
+        ("5x", 'time: unknown unit "x" in duration "5x"'),
+        ("1m5", 'time: missing unit in duration "1m5"'),
+    ],
+)
+def test_bad_go_durations_carry_gos_text(text: str, message: str) -> None:
+    with pytest.raises(DurationError) as error:
+        parse_go_duration(text)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (999, "999 B"),
+        (1000, "1 KB"),
+        (45_888_964, "45 MB"),
+        (9_970_000, "10.0 MB"),
+        (2_500_000, "2.5 MB"),
+        (2_000_000_000, "2 GB"),
+    ],
+)
+def test_human_bytes(size: int, text: str) -> None:
+    assert human_bytes(size) == text
+
+
+def test_human_time() -> None:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert human_time(now - timedelta(minutes=2, seconds=5), now) == "2 minutes ago"
+    assert human_time(now + timedelta(minutes=4, seconds=30), now) == "4 minutes from now"
+    assert human_time(now - timedelta(seconds=30), now) == "30 seconds ago"
+    assert human_time(now - timedelta(hours=1), now) == "About an hour ago"
+    assert human_time(now + timedelta(days=365 * 100), now) == "Forever"
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(22_565_376, "22.57M"), (335_000_000, "335M"), (1_200_000_000, "1.2B"), (4_000, "4K"), (12, "12")],
+)
+def test_parameter_size(count: int, text: str) -> None:
+    assert parameter_size(count) == text
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("10.1.2.3", True),
+        ("172.20.0.1:11434", True),
+        ("[fd00::1]:80", True),
+        ("0.0.0.0", True),
+        ("203.0.113.5", False),  # documentation range: Python calls it private, Go does not
+        ("169.254.1.1", False),
+        ("fe80::1", False),
+        ("198.18.0.1", False),
+    ],
+)
+def test_host_check_uses_gos_private_ranges(host: str, allowed: bool) -> None:
+    assert host_allowed(host) is allowed
