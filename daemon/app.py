@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from daemon import routes_api, routes_openai
+from daemon import routes_api, routes_openai, routes_pull
 from daemon.guard import Guard
 from daemon.services import Services
 
@@ -36,7 +36,7 @@ def create_app(services: Services) -> Starlette:
             await services.close()
 
     return Starlette(
-        routes=[*routes_api.ROUTES, *routes_openai.ROUTES],
+        routes=[*routes_api.ROUTES, *routes_pull.ROUTES, *routes_openai.ROUTES],
         middleware=[Middleware(Guard, listen=settings.listen, extra_origins=settings.extra_origins)],
         exception_handlers={404: _http_error, 405: _http_error},
         lifespan=lifespan,

@@ -28,6 +28,8 @@ from daemon.errors import Err
 
 # Padding may take at most this share of a batch's tokens before a nearer-length batch is preferred.
 MAX_PADDING_SHARE = 0.3
+# Below this many characters, tokenizing on the event loop costs less than handing it to a thread.
+INLINE_TOKENIZE_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,10 @@ class Batcher:
             raise Err.SERVER_BUSY()
         self._pending += 1
         try:
-            tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
+            if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
+                tokenized = model.tokenize(texts, limit, truncate)
+            else:
+                tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
             if not tokenized:
                 return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
             job = _Job(

@@ -53,6 +53,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from daemon.services import Services
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # huggingface_hub's HTTP client logs every request at INFO; pulls report their own progress.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         services = Services.start(settings)
     except DeviceError as exc:
@@ -154,6 +156,48 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    """Stream /api/pull into Ollama's progress display; an `error` line or a stream without `success` fails."""
+    from daemon.progress import PullProgress
+
+    base_url = settings.listen.base_url
+    progress = PullProgress(sys.stderr, is_terminal=sys.stderr.isatty())
+    succeeded = False
+    try:
+        with (
+            httpx.Client(base_url=base_url, timeout=httpx.Timeout(None, connect=5.0)) as client,
+            client.stream("POST", "/api/pull", json={"model": args.name, "stream": True}) as response,
+        ):
+            if response.status_code >= 400:
+                response.read()
+                try:
+                    message = response.json().get("error", response.text)
+                except ValueError:
+                    message = response.text
+                raise CliError(str(message))
+            with progress.animated():
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        event = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise CliError(f"unexpected line from ovembed: {line!r}") from exc
+                    if "error" in event:
+                        raise CliError(str(event["error"]))
+                    progress.update(event)
+                    succeeded = succeeded or event.get("status") == "success"
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise CliError(f"could not connect to ovembed at {base_url} ({exc}); is `ovembed serve` running?") from exc
+    except httpx.TransportError as exc:
+        raise CliError(f"lost the connection to ovembed at {base_url} during the pull ({exc})") from exc
+    finally:
+        progress.finish()
+    if not succeeded:
+        raise CliError("the pull stream ended without success")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ovembed", description="Ollama's embedding API on OpenVINO.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -167,6 +211,8 @@ def _parser() -> argparse.ArgumentParser:
     create = add("create", cmd_create, "Add a model from a sentence-transformers folder")
     create.add_argument("name")
     create.add_argument("--from", dest="source", required=True, metavar="DIR")
+    pull = add("pull", cmd_pull, "Pull a model through the daemon")
+    pull.add_argument("name", metavar="MODEL")
     add("list", cmd_list, "List models")
     add("ps", cmd_ps, "List loaded models")
     show = add("show", cmd_show, "Show a model's details")

@@ -139,6 +139,8 @@ class Settings:
     extra_origins: tuple[str, ...] = ()
     batch_tokens: int = 8192
     batch_size: int = 64
+    hf_endpoint: str | None = None
+    hf_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -157,4 +159,6 @@ class Settings:
             extra_origins=_origins(),
             batch_tokens=_int_env("OVEMBED_BATCH_TOKENS", 8192),
             batch_size=_int_env("OVEMBED_BATCH_SIZE", 64),
+            hf_endpoint=_env("HF_ENDPOINT") or None,
+            hf_token=_env("HF_TOKEN") or None,
         )

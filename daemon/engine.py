@@ -115,6 +115,8 @@ class LoadedModel:
         inputs = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             inputs["token_type_ids"] = np.zeros_like(ids)
+        if "position_ids" in self._input_names:  # decoder exports such as Qwen3's take positions explicitly
+            inputs["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
         request = self._requests[slot]
         request.infer(inputs)
         hidden = request.get_output_tensor(0).data
@@ -142,7 +144,7 @@ class Engine:
             cache_dir.mkdir(parents=True, exist_ok=True)
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
         name = pick_device(device, self.core.available_devices, self._device_type)
-        self.device = DeviceChoice(name=name, config=compile_config(precision, hint))
+        self.device = DeviceChoice(name=name, config=compile_config(precision, hint, name))
         log.info("OpenVINO device %s (%s), settings %s", name, self._full_name(name), self.device.config)
 
     def _device_type(self, device: str) -> str:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from daemon.batcher import Batcher, BatchLimits
 from daemon.config import Settings
 from daemon.engine import Engine
+from daemon.pulls import Pulls
 from daemon.residency import Residency
+from modelstore.pull import Puller, sweep_downloads
 from modelstore.store import ModelStore
 
 
@@ -18,16 +20,20 @@ class Services:
     engine: Engine
     batcher: Batcher
     residency: Residency
+    pulls: Pulls
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
         store = ModelStore(settings.models_dir)
         store.sweep_staging()
+        sweep_downloads(store)
         engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.cache_dir)
         batcher = Batcher(BatchLimits(settings.batch_tokens, settings.batch_size, settings.max_queue))
         residency = Residency(engine, batcher, settings.keep_alive)
-        return cls(settings, store, engine, batcher, residency)
+        pulls = Pulls(Puller(store, settings.hf_endpoint, settings.hf_token))
+        return cls(settings, store, engine, batcher, residency, pulls)
 
     async def close(self) -> None:
+        await self.pulls.close()
         await self.residency.close()
         await self.batcher.close()

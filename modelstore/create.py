@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.names import ModelName
 from modelstore.spec import ModelSpec
-from modelstore.stconfig import ConfigError, read_repo_config
+from modelstore.stconfig import ConfigError, Fallback, read_repo_config
 from modelstore.store import ModelRecord, ModelStore
 
 TOKENIZER_NAME = "tokenizer.json"
@@ -31,15 +32,26 @@ def _find_tokenizer(folder: Path) -> Path:
     raise CreateError(f"{folder} has no tokenizer.json (a fast tokenizer file is needed beside the network)")
 
 
-def create_from_folder(store: ModelStore, name: ModelName, folder: Path, source: str | None = None) -> ModelRecord:
-    """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds."""
+def create_from_folder(
+    store: ModelStore,
+    name: ModelName,
+    folder: Path,
+    source: str | None = None,
+    *,
+    fallback: Fallback | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ModelRecord:
+    """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
+
+    `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is.
+    """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise CreateError(f"{folder} is not a folder")
     try:
         network = find_network(folder)
         tokenizer = _find_tokenizer(folder)
-        config = read_repo_config(folder)
+        config = read_repo_config(folder, fallback)
     except (ConversionError, ConfigError) as exc:
         raise CreateError(str(exc)) from exc
     try:
@@ -65,4 +77,5 @@ def create_from_folder(store: ModelStore, name: ModelName, folder: Path, source:
             parameter_count=info.parameter_count,
             prompts=config.prompts,
         )
-        return store.commit(name, staged, spec, source or f"{folder} ({network.relative_to(folder)})")
+        source = source or str(folder)
+        return store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)

@@ -40,11 +40,11 @@ def _load(path: Path) -> Any:
         raise ConfigError(f"cannot read {path.name}: {exc}") from exc
 
 
-def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
-    """Sentence-transformers' Pooling flags; a repo without modules.json is taken as mean, its default."""
+def _pooling(folder: Path, modules: list[dict[str, Any]], fallback: str) -> str:
+    """Sentence-transformers' Pooling flags; without a Pooling module, the fallback (mean, its default)."""
     module = next((m for m in modules if m.get("type") == _POOLING_MODULE), None)
     if module is None:
-        return "mean"
+        return fallback
     flags = _load(folder / module.get("path", "1_Pooling") / "config.json") or {}
     if flags.get("pooling_mode_cls_token"):
         return "cls"
@@ -56,11 +56,13 @@ def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
     raise ConfigError(f"unsupported pooling {', '.join(used) or '(none)'}: ovembed pools by mean, CLS or last token")
 
 
-def _context_length(folder: Path, model_config: dict[str, Any]) -> int:
+def _context_length(folder: Path, model_config: dict[str, Any], fallback: int | None) -> int:
     """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does."""
     st_config = _load(folder / "sentence_bert_config.json") or {}
     if isinstance(st_config.get("max_seq_length"), int) and st_config["max_seq_length"] > 0:
         return int(st_config["max_seq_length"])
+    if fallback:
+        return fallback
     tok_config = _load(folder / "tokenizer_config.json") or {}
     max_length = tok_config.get("model_max_length")
     if isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
@@ -73,20 +75,33 @@ def _context_length(folder: Path, model_config: dict[str, Any]) -> int:
     return _FALLBACK_CONTEXT
 
 
-def read_repo_config(folder: Path) -> RepoConfig:
+@dataclass(frozen=True)
+class Fallback:
+    """What to assume where a repo's files are silent, e.g. a pre-converted mirror without modules.json."""
+
+    pooling: str = "mean"
+    normalize: bool = False
+    context_length: int | None = None
+    prompts: dict[str, str] = field(default_factory=dict)
+
+
+def read_repo_config(folder: Path, fallback: Fallback | None = None) -> RepoConfig:
     """Everything a sentence-transformers-style folder says about pooling and limits."""
-    modules = _load(folder / "modules.json") or []
+    fallback = fallback or Fallback()
+    modules_data = _load(folder / "modules.json")
+    modules = modules_data or []
     model_config = _load(folder / "config.json") or {}
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}
     architectures = model_config.get("architectures") or []
     architecture = str(model_config.get("model_type") or (architectures[0] if architectures else "unknown"))
     hidden = model_config.get("hidden_size")
-    prompts = st_model_config.get("prompts") or {}
+    prompts = {str(k): str(v) for k, v in (st_model_config.get("prompts") or {}).items() if isinstance(v, str) and v}
+    normalize = any(m.get("type") == _NORMALIZE_MODULE for m in modules) if modules_data else fallback.normalize
     return RepoConfig(
         architecture=architecture,
-        pooling=_pooling(folder, modules),
-        normalize=any(m.get("type") == _NORMALIZE_MODULE for m in modules),
-        context_length=_context_length(folder, model_config),
+        pooling=_pooling(folder, modules, fallback.pooling),
+        normalize=normalize,
+        context_length=_context_length(folder, model_config, fallback.context_length),
         hidden_size=int(hidden) if isinstance(hidden, int) else None,
-        prompts={str(k): str(v) for k, v in prompts.items() if isinstance(v, str)},
+        prompts=prompts or dict(fallback.prompts),
     )

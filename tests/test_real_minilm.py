@@ -42,10 +42,11 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_default_precision_matches_sentence_transformers(minilm_daemon: Daemon) -> None:
+    """The default on the CPU is fp32, so it is held to the fp32 bar."""
     rows, expected = reference()
     got = np.array(embed(minilm_daemon, [r["text"] for r in rows])["embeddings"])
     similarity = cosines(got, expected)
-    assert similarity.min() >= 0.9999, {rows[i]["id"]: float(similarity[i]) for i in np.argsort(similarity)[:3]}
+    assert similarity.min() >= 0.99999, {rows[i]["id"]: float(similarity[i]) for i in np.argsort(similarity)[:3]}
 
 
 def test_each_text_alone_matches_sentence_transformers(minilm_daemon: Daemon) -> None:
@@ -55,18 +56,19 @@ def test_each_text_alone_matches_sentence_transformers(minilm_daemon: Daemon) ->
 
 
 @pytest.fixture(scope="module")
-def fp32_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def bf16_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     require_shared()
-    running = start_daemon(tmp_path_factory.mktemp("minilm-fp32"), OVEMBED_PRECISION="fp32")
+    running = start_daemon(tmp_path_factory.mktemp("minilm-bf16"), OVEMBED_PRECISION="bf16")
     running.create("all-minilm", MINILM)
     yield running
     stop_daemon(running)
 
 
-def test_fp32_matches_sentence_transformers(fp32_daemon: Daemon) -> None:
+def test_bf16_stays_within_the_default_precision_bar(bf16_daemon: Daemon) -> None:
+    """bf16 is opt-in; it still has to meet 0.9999 (0.99991 measured on an AVX-512 BF16 CPU)."""
     rows, expected = reference()
-    got = np.array(embed(fp32_daemon, [r["text"] for r in rows])["embeddings"])
-    assert cosines(got, expected).min() >= 0.99999
+    got = np.array(embed(bf16_daemon, [r["text"] for r in rows])["embeddings"])
+    assert cosines(got, expected).min() >= 0.9999
 
 
 def test_alone_and_in_a_batch_of_64_agree(minilm_daemon: Daemon) -> None:

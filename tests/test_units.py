@@ -45,7 +45,9 @@ def test_an_absent_device_is_an_error_that_says_what_exists(requested: str, avai
 
 
 def test_compile_config() -> None:
-    assert compile_config("auto", "") == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    assert compile_config("auto", "") == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    assert compile_config("auto", "", "GPU.1") == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    assert compile_config("bf16", "", "CPU")["INFERENCE_PRECISION_HINT"] == "bf16"
     assert compile_config("fp32", "latency") == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     assert compile_config("BF16", "THROUGHPUT")["INFERENCE_PRECISION_HINT"] == "bf16"
     with pytest.raises(DeviceError, match="fp32, bf16, fp16"):

@@ -1,0 +1,363 @@
+"""`ollama pull` for Hugging Face: resolve the name, fetch only what converts, verify, and create the model.
+
+Downloads go through huggingface_hub into a cache under the store, so a pull cut off by a hub error, a
+disconnect or a SIGKILL keeps the files that finished and the next pull fetches only the rest. The model
+enters the store through `create_from_folder`, the same atomic path as `ovembed create`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import tqdm as hub_tqdm
+
+from modelstore.catalog import CatalogEntry, lookup
+from modelstore.create import CreateError, create_from_folder
+from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download
+from modelstore.names import ModelName
+from modelstore.stconfig import Fallback
+from modelstore.store import ModelRecord, ModelStore, file_sha256
+
+log = logging.getLogger(__name__)
+
+DOWNLOADS = "downloads"
+# A few updates a second per file is smooth for a progress bar and cheap for the stream.
+_REPORT_INTERVAL = 0.2
+# Conversion writes a second copy of the network beside the download.
+_DISK_FACTOR = 2.2
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class PullStatus:
+    """One progress message, in the shape of Ollama's pull stream."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class PullError(Exception):
+    """A pull that cannot finish; `kind` lets the daemon pick a status: not_found, unsupported or failed."""
+
+    def __init__(self, message: str, kind: str = "failed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class PullCancelled(Exception):
+    """Every client waiting on the pull went away."""
+
+
+Report = Callable[[PullStatus], None]
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a name's files come from."""
+
+    repo: str
+    revision: str
+    entry: CatalogEntry | None
+
+    @property
+    def fallback(self) -> Fallback | None:
+        """The catalog's pooling and limits, used only where the repo's own configs are silent."""
+        if self.entry is None:
+            return None
+        entry = self.entry
+        return Fallback(entry.pooling, entry.normalize, entry.context_length, dict(entry.prompts))
+
+
+def resolve_source(name: ModelName) -> HubSource:
+    """The Hugging Face repo behind a name: `hf.co/ORG/REPO[:REVISION]`, or an Ollama library name."""
+    if name.is_huggingface:
+        assert name.hf_repo is not None
+        revision = "main" if name.tag.lower() == "latest" else name.tag
+        return HubSource(name.hf_repo, revision, None)
+    entry = lookup(name)
+    if entry is None:
+        raise PullError(
+            f"pull model manifest: file does not exist: ovembed does not know {name.display}; "
+            "pull an Ollama embedding model (all-minilm, nomic-embed-text, mxbai-embed-large, bge-m3, ...) "
+            "or any sentence-transformers repo as hf.co/ORG/REPO",
+            "not_found",
+        )
+    if entry.blocked:
+        raise PullError(f"{name.display} cannot be served yet: {entry.blocked}", "unsupported")
+    return HubSource(entry.repo, entry.revision, entry)
+
+
+def sweep_downloads(store: ModelStore) -> None:
+    """Remove partial files a killed pull left behind; finished files stay for the next pull."""
+    root = store.root / DOWNLOADS
+    if root.is_dir():
+        for partial in root.rglob("*.incomplete"):
+            partial.unlink(missing_ok=True)
+
+
+def _progress_bar(report: Callable[[int, int | None], None]) -> type[hub_tqdm]:
+    """A tqdm class for huggingface_hub that forwards bytes to `report` instead of drawing."""
+
+    class Bar(hub_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            self.done = int(kwargs.get("initial") or 0)
+            self.size = kwargs.get("total")
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.done += int(n or 0)
+            report(self.done, self.size)
+            return None
+
+    return Bar
+
+
+def _git_blob_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    digest.update(f"blob {path.stat().st_size}\0".encode())
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _real_files(snapshot: Path, plan: DownloadPlan, into: Path) -> Path:
+    """The planned files of a hub snapshot as plain files in `into`, hard-linked where the disk allows.
+
+    A snapshot holds symlinks into the cache's blobs, and OpenVINO refuses ONNX external data that resolves
+    outside the graph's folder, so a network with `model.onnx_data` (bge-m3) cannot be read in place.
+    """
+    for remote in plan.files:
+        target = into / remote.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob = (snapshot / remote.path).resolve()
+        try:
+            os.link(blob, target)
+        except OSError:
+            shutil.copyfile(blob, target)
+    return into
+
+
+class Puller:
+    """Pulls into one store from one hub endpoint; blocking, meant for a worker thread."""
+
+    def __init__(self, store: ModelStore, endpoint: str | None = None, token: str | None = None) -> None:
+        self.store = store
+        self.endpoint = endpoint
+        self.token = token
+        self.cache = store.root / DOWNLOADS
+        self.api = HfApi(endpoint=endpoint, token=token)
+
+    def pull(self, name: ModelName, report: Report, cancelled: Callable[[], bool] = lambda: False) -> ModelRecord:
+        report(PullStatus("pulling manifest"))
+        source = resolve_source(name)
+        present = self.store.get(name)
+        try:
+            commit = self._commit(source)
+        except PullError as error:
+            if present is not None and error.kind == "unreachable":
+                log.warning("hub unreachable; %s is already present: %s", name.display, error)
+                return self._finish_present(present, report)
+            raise
+        if (
+            present is not None
+            and present.extra.get("hf_repo") == source.repo
+            and present.extra.get("hf_commit") == commit
+        ):
+            return self._finish_present(present, report)
+        for record in self.store.list():
+            if record.extra.get("hf_repo") == source.repo and record.extra.get("hf_commit") == commit:
+                return self._finish_present(self.store.copy(record, name), report)
+        repo, commit, plan = self._plan(source, commit)
+        self._check_disk(plan)
+        folder = self._download(repo, commit, plan, report, cancelled)
+        report(PullStatus("verifying sha256 digest"))
+        self._verify(folder, plan)
+        report(PullStatus("converting to OpenVINO IR"))
+        extra = {
+            "hf_repo": source.repo,
+            "hf_commit": commit,
+            "layers": [{"digest": f.digest, "size": f.size} for f in plan.files],
+        }
+        try:
+            with self.store.staging() as files:
+                record = create_from_folder(
+                    self.store,
+                    name,
+                    _real_files(folder, plan, files),
+                    f"hf.co/{repo}@{commit[:12]}",
+                    fallback=source.fallback,
+                    extra=extra,
+                )
+        except CreateError as exc:
+            raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc
+        report(PullStatus("writing manifest"))
+        shutil.rmtree(self.cache / f"models--{repo.replace('/', '--')}", ignore_errors=True)
+        report(PullStatus("success"))
+        return record
+
+    def _finish_present(self, record: ModelRecord, report: Report) -> ModelRecord:
+        """Ollama reports each layer of a model it already has once, complete."""
+        for layer in record.extra.get("layers", []):
+            digest = str(layer["digest"])
+            size = int(layer["size"])
+            report(PullStatus(f"pulling {digest.split(':')[-1][:12]}", digest, size, size))
+        for status in ("verifying sha256 digest", "writing manifest", "success"):
+            report(PullStatus(status))
+        return record
+
+    def _commit(self, source: HubSource) -> str:
+        return self._hub_call(
+            source.repo, source.revision, lambda: self.api.model_info(source.repo, revision=source.revision).sha
+        )
+
+    def _files(self, repo: str, commit: str) -> list[RemoteFile]:
+        entries = self._hub_call(
+            repo, commit, lambda: list(self.api.list_repo_tree(repo, revision=commit, recursive=True))
+        )
+        return [
+            RemoteFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None, e.blob_id)
+            for e in entries
+            if isinstance(e, RepoFile)
+        ]
+
+    def _plan(self, source: HubSource, commit: str) -> tuple[str, str, DownloadPlan]:
+        """The repo's own IR or ONNX, else the catalog's pre-converted mirror, else a clear refusal."""
+        plan = plan_download(self._files(source.repo, commit))
+        if plan is not None:
+            return source.repo, commit, plan
+        for mirror in source.entry.mirrors if source.entry else ():
+            mirror_commit = self._hub_call(mirror, "main", lambda m=mirror: self.api.model_info(m).sha)
+            plan = plan_download(self._files(mirror, mirror_commit))
+            if plan is not None:
+                return mirror, mirror_commit, plan
+        raise PullError(
+            f"hf.co/{source.repo} has no OpenVINO IR (openvino/openvino_model.xml) and no ONNX export "
+            "(onnx/model.onnx), and ovembed converts only those, without PyTorch. Export one elsewhere with "
+            f"`optimum-cli export openvino --task feature-extraction -m {source.repo} DIR`, then run "
+            "`ovembed create NAME --from DIR`",
+            "unsupported",
+        )
+
+    def _check_disk(self, plan: DownloadPlan) -> None:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        needed = int(plan.total_size * _DISK_FACTOR)
+        free = shutil.disk_usage(self.cache).free
+        if free < needed:
+            raise PullError(
+                f"not enough disk space under {self.store.root}: this model needs about {needed / 1e6:.0f} MB "
+                f"to download and convert, {free / 1e6:.0f} MB are free"
+            )
+
+    def _download(
+        self, repo: str, commit: str, plan: DownloadPlan, report: Report, cancelled: Callable[[], bool]
+    ) -> Path:
+        folder: Path | None = None
+        for remote in plan.files:
+            status = f"pulling {remote.digest.split(':')[-1][:12]}"
+            last = 0.0
+
+            def forward(done: int, total: int | None, remote: RemoteFile = remote, status: str = status) -> None:
+                nonlocal last
+                if cancelled():
+                    raise PullCancelled()
+                now = time.monotonic()
+                finished = done == (total or remote.size)
+                if finished or now - last >= _REPORT_INTERVAL:
+                    last = math.inf if finished else now
+                    report(PullStatus(status, remote.digest, remote.size, done))
+
+            report(PullStatus(status, remote.digest, remote.size, 0))
+            path = self._hub_call(
+                repo,
+                commit,
+                lambda remote=remote, forward=forward: hf_hub_download(
+                    repo,
+                    remote.path,
+                    revision=commit,
+                    cache_dir=self.cache,
+                    endpoint=self.endpoint,
+                    token=self.token,
+                    tqdm_class=_progress_bar(forward),
+                ),
+                remote.path,
+            )
+            if last != math.inf:  # a cached file never reached the progress bar
+                report(PullStatus(status, remote.digest, remote.size, remote.size))
+            folder = Path(path).parents[len(Path(remote.path).parts) - 1]
+        assert folder is not None
+        return folder
+
+    def _verify(self, folder: Path, plan: DownloadPlan) -> None:
+        """Each file against the hub's own hash: sha256 for LFS files, the git blob id for the rest."""
+        for remote in plan.files:
+            path = folder / remote.path
+            actual = file_sha256(path) if remote.sha256 else _git_blob_sha1(path)
+            expected = remote.sha256 or remote.git_sha1
+            if expected and actual != expected:
+                path.resolve().unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+                raise PullError(f"digest mismatch for {remote.path}: the download was corrupted; pull again")
+
+    def _hub_call(self, repo: str, revision: str, call: Callable[[], Any], file: str | None = None) -> Any:
+        """Run one huggingface_hub call, turning its errors into sentences a person can act on."""
+        where = f"hf.co/{repo}"
+        try:
+            return call()
+        except PullCancelled:
+            raise
+        except GatedRepoError as exc:
+            raise PullError(
+                f"{where} is gated: accept its terms on Hugging Face, then give the daemon an access token in HF_TOKEN",
+                "not_found",
+            ) from exc
+        except RepositoryNotFoundError as exc:
+            raise PullError(f"pull model manifest: file does not exist: no repository {where}", "not_found") from exc
+        except RevisionNotFoundError as exc:
+            raise PullError(
+                f"pull model manifest: file does not exist: {where} has no revision {revision!r}", "not_found"
+            ) from exc
+        except EntryNotFoundError as exc:
+            raise PullError(f"{where} has no file {file!r} at {revision[:12]}", "not_found") from exc
+        except OfflineModeIsEnabled as exc:
+            raise PullError(
+                "the daemon runs with HF_HUB_OFFLINE set, so it cannot download models", "unreachable"
+            ) from exc
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "an error"
+            target = f"{file} from {where}" if file else where
+            raise PullError(f"Hugging Face answered {status} for {target}; try the pull again later") from exc
+        except (httpx2.TransportError, ConnectionError) as exc:
+            target = f"{file} from {where}" if file else where
+            raise PullError(
+                f"the connection to Hugging Face broke while fetching {target} ({exc}); pull again to resume",
+                "unreachable",
+            ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise PullError(f"no space left on device under {self.store.root} while fetching {file}") from exc
+            raise
