@@ -138,7 +138,7 @@ class Settings:
     cache_dir: Path | None = None
     extra_origins: tuple[str, ...] = ()
     batch_tokens: int = 8192
-    batch_size: int = 64
+    batch_size: int = 32
     hf_endpoint: str | None = None
     hf_token: str | None = None
 
@@ -158,7 +158,7 @@ class Settings:
             cache_dir=Path(cache).expanduser() if cache else models_dir.parent / "cache",
             extra_origins=_origins(),
             batch_tokens=_int_env("OVEMBED_BATCH_TOKENS", 8192),
-            batch_size=_int_env("OVEMBED_BATCH_SIZE", 64),
+            batch_size=_int_env("OVEMBED_BATCH_SIZE", 32),
             hf_endpoint=_env("HF_ENDPOINT") or None,
             hf_token=_env("HF_TOKEN") or None,
         )

@@ -751,3 +751,36 @@ def test_real_all_minilm_pull_matches_sentence_transformers(daemon: Daemon, hub:
     got = embed(daemon, "all-minilm", [row["text"] for row in rows])
     cosines = (got * expected).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosines.min() >= 0.9999, {rows[i]["id"]: float(cosines[i]) for i in np.argsort(cosines)[:3]}
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB filesystem of its own (tmpfs), smaller than what the tiny model needs to download and convert."""
+    root = tmp_path / "small-disk"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()}); needs root")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_a_disk_too_small_for_the_model_fails_at_once(
+    small_disk: Path, hub_url: str, hub: FakeHub, models: Models
+) -> None:
+    running = start_pull_daemon(small_disk, hub_url)
+    try:
+        gets_before = len(hub.resolve_gets())
+        response = httpx.post(
+            f"{running.url}/api/pull", json={"model": "hf.co/ovembed-test/tiny", "stream": False}, timeout=60
+        )
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert "not enough disk space" in error
+        assert str(running.models_dir) in error
+        assert len(hub.resolve_gets()) == gets_before  # refused before any download
+        assert httpx.get(f"{running.url}/api/tags").json() == {"models": []}
+    finally:
+        stop_daemon(running)
