@@ -229,40 +229,49 @@ class Batcher:
 
     @property
     def pending(self) -> int:
-        """Requests accepted and not yet answered."""
+        """Requests admitted and not yet answered."""
         return self._pending
 
-    async def embed(self, model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
-        """Vectors for `texts` in order. Cancelling the caller drops its waiting texts.
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """A place in the queue for one request, held from before its model loads until it is answered.
 
-        Raises ApiError 503 when the queue is full and InputTooLong for an over-long text without truncation.
+        Raises ApiError 503, Ollama's "server busy", past OLLAMA_MAX_QUEUE requests.
         """
         if self._pending >= self.limits.max_queue:
             raise Err.SERVER_BUSY()
         self._pending += 1
         try:
-            if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-                tokenized = model.tokenize(texts, limit, truncate)
-            else:
-                tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
-            if not tokenized:
-                return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
-            job = _Job(
-                texts=tokenized,
-                future=asyncio.get_running_loop().create_future(),
-                vectors=np.empty((len(tokenized), model.spec.dimension), dtype=np.float32),
-                remaining=len(tokenized),
-            )
-            self._lane(model).add(job)
-            try:
-                vectors = await job.future
-            finally:
-                job.cancelled = True
-                if job.remaining and not job.future.done():
-                    log.info("dropped %d of %d texts of a cancelled request", job.remaining, len(tokenized))
-            return EmbedResult(vectors, sum(len(t) for t in tokenized))
+            yield
         finally:
             self._pending -= 1
+
+    async def embed(self, model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
+        """Vectors for `texts` in order. Cancelling the caller drops its waiting texts.
+
+        Raises InputTooLong for an over-long text when truncation is off.
+        """
+        if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
+            tokenized = model.tokenize(texts, limit, truncate)
+        else:
+            tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
+        if not tokenized:
+            return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
+        job = _Job(
+            texts=tokenized,
+            future=asyncio.get_running_loop().create_future(),
+            vectors=np.empty((len(tokenized), model.spec.dimension), dtype=np.float32),
+            remaining=len(tokenized),
+        )
+        self._lane(model).add(job)
+        try:
+            vectors = await job.future
+        finally:
+            job.cancelled = True
+            # Cancelling this task cancels the future it awaits, so a cancelled request has a done future.
+            if job.remaining and (job.future.cancelled() or not job.future.done()):
+                log.info("dropped %d of %d texts of a cancelled request", job.remaining, len(tokenized))
+        return EmbedResult(vectors, sum(len(t) for t in tokenized))
 
     def _lane(self, model: LoadedModel) -> _Lane:
         lane = self._lanes.get(model)

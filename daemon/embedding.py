@@ -12,7 +12,7 @@ import numpy as np
 from starlette.requests import Request
 
 from daemon.engine import ContextTooSmall, InputTooLong
-from daemon.errors import ApiError, Err
+from daemon.errors import Err
 from daemon.services import Services
 from modelstore.store import ModelRecord
 
@@ -43,21 +43,23 @@ async def embed_texts(
     truncate: bool,
     limit: int,
 ) -> Embedded:
-    """Vectors for `texts`; an empty list only loads the model, which is Ollama's preload idiom."""
-    async with services.residency.use(record, keep_alive) as (model, load_seconds):
-        if not texts:
-            return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
-        try:
-            result = await services.batcher.embed(model, texts, limit, truncate)
-        except InputTooLong:
-            raise Err.INPUT_TOO_LONG() from None
-        except ContextTooSmall:
-            raise Err.CONTEXT_TOO_SMALL() from None
-        except ApiError:
-            raise
-        except Exception as exc:  # an inference failure is ours, not the caller's
-            raise Err.RUNNER_FAILED(detail=f"inference failed: {exc}") from exc
-        return Embedded(result.vectors, result.token_count, load_seconds)
+    """Vectors for `texts`; an empty list only loads the model, which is Ollama's preload idiom.
+
+    The request holds its place in the queue from before its model loads, as Ollama's scheduler counts it.
+    """
+    with services.batcher.admit():
+        async with services.residency.use(record, keep_alive) as (model, load_seconds):
+            if not texts:
+                return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
+            try:
+                result = await services.batcher.embed(model, texts, limit, truncate)
+            except InputTooLong:
+                raise Err.INPUT_TOO_LONG() from None
+            except ContextTooSmall:
+                raise Err.CONTEXT_TOO_SMALL() from None
+            except Exception as exc:  # an inference failure is ours, not the caller's
+                raise Err.RUNNER_FAILED(detail=f"inference failed: {exc}") from exc
+            return Embedded(result.vectors, result.token_count, load_seconds)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

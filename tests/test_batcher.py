@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.batcher import MAX_PADDING_SHARE, Batcher, BatchLimits, _Job, _Pool
+from daemon.batcher import MAX_PADDING_SHARE, Batcher, BatchLimits, EmbedResult, _Job, _Pool
 from daemon.engine import Engine, LoadedModel, TokenizedText
 from daemon.errors import ApiError
 from modelstore.create import create_from_folder
@@ -135,11 +135,16 @@ def test_vectors_come_back_in_order_and_independent_of_company(tiny_model: Loade
 def test_a_full_queue_answers_503_and_cancelled_work_is_dropped(tiny_model: LoadedModel) -> None:
     async def run() -> tuple[ApiError, int, bool]:
         batcher = Batcher(BatchLimits(max_tokens=64, max_texts=2, max_queue=2))
-        first = asyncio.create_task(batcher.embed(tiny_model, sentences(3000, 1), 32, True))
-        second = asyncio.create_task(batcher.embed(tiny_model, sentences(3000, 2), 32, True))
+
+        async def request(texts: list[str]) -> EmbedResult:
+            with batcher.admit():
+                return await batcher.embed(tiny_model, texts, 32, True)
+
+        first = asyncio.create_task(request(sentences(3000, 1)))
+        second = asyncio.create_task(request(sentences(3000, 2)))
         await asyncio.sleep(0)
         with pytest.raises(ApiError) as refused:
-            await batcher.embed(tiny_model, ["one more"], 32, True)
+            await request(["one more"])
         first.cancel()
         second.cancel()
         await asyncio.gather(first, second, return_exceptions=True)
