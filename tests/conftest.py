@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -161,11 +162,20 @@ def daemon(
     stop_daemon(running)
 
 
+@contextlib.contextmanager
+def running_minilm(root: Path, **extra_env: str) -> Iterator[Daemon]:
+    """A daemon serving all-MiniLM-L6-v2 from ../shared as `all-minilm`; skips the test without ../shared."""
+    require_shared()
+    running = start_daemon(root, **extra_env)
+    try:
+        running.create("all-minilm", MINILM)
+        yield running
+    finally:
+        stop_daemon(running)
+
+
 @pytest.fixture(scope="session")
 def minilm_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The real tier's daemon: all-MiniLM-L6-v2 from ../shared, in the default precision, as `all-minilm`."""
-    require_shared()
-    running = start_daemon(tmp_path_factory.mktemp("minilm"))
-    running.create("all-minilm", MINILM)
-    yield running
-    stop_daemon(running)
+    """The real tier's daemon, in the default precision."""
+    with running_minilm(tmp_path_factory.mktemp("minilm")) as running:
+        yield running

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
+from tests.conftest import REFERENCE, Daemon, require_shared, running_minilm
 from tests.tinymodel import COMMON_WORDS, reference_vectors
 
 T = TypeVar("T")
@@ -350,11 +350,8 @@ def test_a_big_request_does_not_starve_small_ones(minilm_daemon: Daemon) -> None
 
 @pytest.fixture(scope="module")
 def queue_of_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    require_shared()
-    running = start_daemon(tmp_path_factory.mktemp("queue-of-two"), OLLAMA_MAX_QUEUE="2")
-    running.create("all-minilm", MINILM)
-    yield running
-    stop_daemon(running)
+    with running_minilm(tmp_path_factory.mktemp("queue-of-two"), OLLAMA_MAX_QUEUE="2") as running:
+        yield running
 
 
 @pytest.mark.real

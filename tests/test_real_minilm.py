@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
+from tests.conftest import REFERENCE, Daemon, require_shared, running_minilm
 
 pytestmark = pytest.mark.real
 
@@ -57,11 +57,8 @@ def test_each_text_alone_matches_sentence_transformers(minilm_daemon: Daemon) ->
 
 @pytest.fixture(scope="module")
 def bf16_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    require_shared()
-    running = start_daemon(tmp_path_factory.mktemp("minilm-bf16"), OVEMBED_PRECISION="bf16")
-    running.create("all-minilm", MINILM)
-    yield running
-    stop_daemon(running)
+    with running_minilm(tmp_path_factory.mktemp("minilm-bf16"), OVEMBED_PRECISION="bf16") as running:
+        yield running
 
 
 def test_bf16_stays_within_the_default_precision_bar(bf16_daemon: Daemon) -> None:
