@@ -1,22 +1,16 @@
-"""The one path from a route to vectors: resolve limits, hold the model, queue the texts, watch the client."""
+"""The one path from a route to vectors: resolve limits, hold a place in the queue and the model, embed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
-from starlette.requests import Request
 
 from daemon.engine import ContextTooSmall, InputTooLong
 from daemon.errors import Err
 from daemon.services import Services
 from modelstore.store import ModelRecord
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,30 +54,3 @@ async def embed_texts(
             except Exception as exc:  # an inference failure is ours, not the caller's
                 raise Err.RUNNER_FAILED(detail=f"inference failed: {exc}") from exc
             return Embedded(result.vectors, result.token_count, load_seconds)
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it when the client disconnects so its queued texts are dropped.
-
-    The 499 that follows is never read; it only ends the handler the way Ollama's does.
-    """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise Err.REQUEST_CANCELED()
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    """After the body is read, the next ASGI message is the disconnect, if it ever comes."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

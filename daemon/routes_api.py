@@ -12,7 +12,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from daemon import views
-from daemon.embedding import context_limit, embed_texts, unless_disconnected
+from daemon.disconnect import unless_disconnected
+from daemon.embedding import context_limit, embed_texts
 from daemon.errors import ApiError, Err
 from daemon.payload import Fields, check_options, parse_body
 from daemon.responses import OllamaJSON, empty_ok, ollama_error

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,17 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from daemon.disconnect import unless_disconnected
 from daemon.errors import ApiError, Err
 from daemon.payload import parse_body
 from daemon.pulls import PullOutcome
 from daemon.responses import OllamaJSON, ollama_error
 from daemon.routes_api import name_field, parse_model, services_of
+from modelstore.names import ModelName
 
 # Ollama answers a failed non-streamed pull with the error's own status; these are ovembed's kinds.
 _STATUS_BY_KIND = {"not_found": 404, "unsupported": 400, "unreachable": 502, "canceled": 499, "failed": 500}
 
 
-async def _messages(request: Request, name: Any) -> AsyncIterator[dict[str, Any] | PullOutcome]:
+async def _messages(request: Request, name: ModelName) -> AsyncIterator[dict[str, Any] | PullOutcome]:
     async with services_of(request).pulls.follow(name) as queue:
         while True:
             message = await queue.get()
@@ -51,11 +52,6 @@ async def _last(messages: AsyncIterator[dict[str, Any] | PullOutcome]) -> Respon
     return ollama_error(Err.REQUEST_CANCELED())
 
 
-async def _until_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def pull(request: Request) -> Response:
     try:
         fields = parse_body(await request.body(), "PullRequest")
@@ -67,16 +63,10 @@ async def pull(request: Request) -> Response:
     if stream is not False:
         return StreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
     # Without a stream the client only waits; leaving early must still release the pull.
-    answer = asyncio.ensure_future(_last(messages))
-    gone = asyncio.ensure_future(_until_disconnect(request))
-    await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
-    gone.cancel()
-    if not answer.done():
-        answer.cancel()
-        await asyncio.gather(answer, return_exceptions=True)
-        await messages.aclose()
-        return ollama_error(Err.REQUEST_CANCELED())
-    return answer.result()
+    try:
+        return await unless_disconnected(request, _last(messages))
+    except ApiError as error:
+        return ollama_error(error)
 
 
 ROUTES = [Route("/api/pull", pull, methods=["POST"])]
