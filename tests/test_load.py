@@ -397,6 +397,9 @@ def test_clients_that_hang_up_have_their_texts_dropped(minilm_daemon: Daemon) ->
     """Three clients abandon 2,000-text requests mid-way: the daemon logs each drop, stays up, and the
     next request gets sentence-transformers' vectors."""
     texts, expected = short_reference()
+    # Loaded first, so the hang-ups land while texts are queued, not while the model loads (nothing to drop).
+    with client(minilm_daemon) as http:
+        assert http.post("/api/embed", json={"model": "all-minilm"}).status_code == 200
     since = len(minilm_daemon.log())
     bigs = [[f"{i}-{n}: {texts[n % len(texts)]}" for n in range(2000)] for i in range(3)]
     run_clients(3, lambda i: abandon(minilm_daemon, bigs[i]))
