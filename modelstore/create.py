@@ -5,6 +5,7 @@ The pull path ends here too after downloading, so a model enters the store one w
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,24 @@ def _find_tokenizer(folder: Path) -> Path:
         if (folder / candidate).is_file():
             return folder / candidate
     raise CreateError(f"{folder} has no tokenizer.json (a fast tokenizer file is needed beside the network)")
+
+
+def _readable(network: Path, scratch: Path) -> Path:
+    """The network where OpenVINO will read it: beside plain copies of its neighbours if any is a symlink.
+
+    A Hugging Face cache snapshot is made of symlinks into the cache's blobs, and OpenVINO refuses ONNX
+    external data (bge-m3's `model.onnx_data`) that resolves outside the graph's folder. Hard links cost
+    no space; a copy is the fallback across filesystems.
+    """
+    neighbours = [p for p in network.parent.iterdir() if p.is_file()]
+    if not any(p.is_symlink() for p in neighbours):
+        return network
+    for path in neighbours:
+        try:
+            os.link(path.resolve(), scratch / path.name)
+        except OSError:
+            shutil.copyfile(path, scratch / path.name)
+    return scratch / network.name
 
 
 def create_from_folder(
@@ -58,9 +77,9 @@ def create_from_folder(
         Tokenizer.from_file(str(tokenizer))
     except Exception as exc:  # the tokenizers library raises its own Exception type
         raise CreateError(f"cannot read {tokenizer.name}: {exc}") from exc
-    with store.staging() as staged:
+    with store.staging() as staged, store.staging() as scratch:
         try:
-            info = convert_network(network, staged)
+            info = convert_network(_readable(network, scratch), staged)
         except ConversionError as exc:
             raise CreateError(str(exc)) from exc
         shutil.copyfile(tokenizer, staged / TOKENIZER_NAME)

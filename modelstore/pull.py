@@ -11,7 +11,6 @@ import errno
 import hashlib
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -145,23 +144,6 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _real_files(snapshot: Path, plan: DownloadPlan, into: Path) -> Path:
-    """The planned files of a hub snapshot as plain files in `into`, hard-linked where the disk allows.
-
-    A snapshot holds symlinks into the cache's blobs, and OpenVINO refuses ONNX external data that resolves
-    outside the graph's folder, so a network with `model.onnx_data` (bge-m3) cannot be read in place.
-    """
-    for remote in plan.files:
-        target = into / remote.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        blob = (snapshot / remote.path).resolve()
-        try:
-            os.link(blob, target)
-        except OSError:
-            shutil.copyfile(blob, target)
-    return into
-
-
 class Puller:
     """Pulls into one store from one hub endpoint; blocking, meant for a worker thread."""
 
@@ -204,15 +186,9 @@ class Puller:
             "layers": [{"digest": f.digest, "size": f.size} for f in plan.files],
         }
         try:
-            with self.store.staging() as files:
-                record = create_from_folder(
-                    self.store,
-                    name,
-                    _real_files(folder, plan, files),
-                    f"hf.co/{repo}@{commit[:12]}",
-                    fallback=source.fallback,
-                    extra=extra,
-                )
+            record = create_from_folder(
+                self.store, name, folder, f"hf.co/{repo}@{commit[:12]}", fallback=source.fallback, extra=extra
+            )
         except CreateError as exc:
             raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc
         report(PullStatus("writing manifest"))

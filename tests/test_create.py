@@ -367,3 +367,27 @@ def test_created_model_is_served_without_restart(daemon: Daemon, tmp_path: Path)
     assert got.shape == (2, 16)
     cosines = (got * expected).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
     assert cosines.min() >= 0.99999
+
+
+def _as_hub_snapshot(folder: Path, root: Path) -> Path:
+    """Lay a model folder out as a Hugging Face cache does: a snapshot of symlinks into a blobs folder."""
+    blobs, snapshot = root / "blobs", root / "snapshots" / "abc123"
+    blobs.mkdir(parents=True)
+    for index, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file())):
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, blobs / f"blob{index}")
+        link.symlink_to(Path("../" * (len(link.relative_to(snapshot).parts) + 1)) / "blobs" / f"blob{index}")
+    return snapshot
+
+
+def test_create_from_a_hub_snapshot_of_symlinks_with_external_data(tmp_path: Path) -> None:
+    """OpenVINO refuses ONNX external data reached through symlinks; create reads such a network anyway."""
+    plain = build_tiny_model(tmp_path / "plain", external_data=True, seed=5)
+    snapshot = _as_hub_snapshot(plain, tmp_path / "hub-cache")
+    assert (snapshot / "onnx" / "model.onnx_data").is_symlink()
+    models = tmp_path / "models"
+    create_ok(models, "from-plain", plain)
+    create_ok(models, "from-snapshot", snapshot)
+    assert read_manifest(models, "from-snapshot")["digest"] == read_manifest(models, "from-plain")["digest"]
+    assert staging_folders(models) == []
