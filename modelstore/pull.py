@@ -165,15 +165,13 @@ class Puller:
                 log.warning("hub unreachable; %s is already present: %s", name.display, error)
                 return self._finish_present(present, report)
             raise
-        if (
-            present is not None
-            and present.extra.get("hf_repo") == source.repo
-            and present.extra.get("hf_commit") == commit
-        ):
-            return self._finish_present(present, report)
-        for record in self.store.list():
-            if record.extra.get("hf_repo") == source.repo and record.extra.get("hf_commit") == commit:
-                return self._finish_present(self.store.copy(record, name), report)
+        # This name, or another name for the same repo at the same commit (which becomes a copy).
+        fetched = [
+            r for r in self.store.list() if (r.extra.get("hf_repo"), r.extra.get("hf_commit")) == (source.repo, commit)
+        ]
+        if fetched:
+            same_name = next((r for r in fetched if r.name.key == name.key), None)
+            return self._finish_present(same_name or self.store.copy(fetched[0], name), report)
         repo, commit, plan = self._plan(source, commit)
         self._check_disk(plan)
         folder = self._download(repo, commit, plan, report, cancelled)
