@@ -1,20 +1,23 @@
-"""Go's time.ParseDuration, because Ollama's keep_alive strings are Go durations."""
+"""Go's time.ParseDuration and Ollama's keep_alive rules, for the keep_alive field and OLLAMA_KEEP_ALIVE."""
 
 from __future__ import annotations
 
+import math
 import re
 
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
+_UNIT_NANOSECONDS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
 }
 _PART = re.compile(r"(\d*\.?\d*)([^\d.]*)")
+# A Go time.Duration is an int64 of nanoseconds: about 292 years.
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 
 class DurationError(ValueError):
@@ -22,7 +25,7 @@ class DurationError(ValueError):
 
 
 def parse_go_duration(text: str) -> float:
-    """Seconds for a Go duration such as `5m`, `1h30m`, `-1s` or `300ms`."""
+    """Seconds for a Go duration such as `5m`, `1h30m`, `-1s` or `300ms`; past int64 nanoseconds is an error."""
     rest = text
     sign = 1.0
     if rest[:1] in ("+", "-"):
@@ -32,7 +35,7 @@ def parse_go_duration(text: str) -> float:
         return 0.0
     if not rest:
         raise DurationError(f'time: invalid duration "{text}"')
-    total = 0.0
+    nanoseconds = 0.0
     while rest:
         match = _PART.match(rest)  # always matches, possibly empty
         assert match is not None
@@ -41,8 +44,17 @@ def parse_go_duration(text: str) -> float:
             raise DurationError(f'time: invalid duration "{text}"')
         if not unit:
             raise DurationError(f'time: missing unit in duration "{text}"')
-        if unit not in _UNITS:
+        if unit not in _UNIT_NANOSECONDS:
             raise DurationError(f'time: unknown unit "{unit}" in duration "{text}"')
-        total += float(number) * _UNITS[unit]
+        nanoseconds += float(number) * _UNIT_NANOSECONDS[unit]
         rest = rest[match.end() :]
-    return sign * total
+    if nanoseconds > (2**63 if sign < 0 else 2**63 - 1):
+        raise DurationError(f'time: invalid duration "{text}"')
+    return sign * nanoseconds / 1e9
+
+
+def keep_alive_seconds(seconds: float) -> float:
+    """Ollama's reading of a keep_alive: negative is forever, and so is anything past Go's longest duration."""
+    if seconds < 0 or seconds > MAX_DURATION_SECONDS:
+        return math.inf
+    return seconds

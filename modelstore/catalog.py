@@ -3,7 +3,7 @@
 `ovembed pull all-minilm` has no GGUF to fetch: it fetches the model's original Hugging Face repo and converts
 it to OpenVINO IR. This table says which repo each Ollama `model:tag` stands for, and records what Ollama's
 own GGUF for that tag uses (pooling, Normalize, `num_ctx`), so that our vectors and input limits agree with
-Ollama's rather than with whatever the repo's defaults would give. Source: /work/shared/model-catalog.md
+Ollama's rather than with whatever the repo's defaults would give. Source: ../shared/model-catalog.md
 (ollama.com library pages, GGUF metadata, and the HF repos' sentence-transformers configs).
 
 `context_length` is Ollama's `num_ctx` for the tag where the library page sets one, else the GGUF / HF maximum.
@@ -13,27 +13,23 @@ has a Normalize module; `/api/embed` normalizes anyway, as Ollama does, so it on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from modelstore.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
+from modelstore.spec import ModelDescription
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
     """One Ollama model size: every tag that selects it, and how to build and run it from Hugging Face.
 
-    Not hashable in practice (``prompts`` is a dict): key lookups by ``(model, tag)``, never by entry.
+    Not hashable in practice (the prompts are a dict): key lookups by ``(model, tag)``, never by entry.
     """
 
     model: str
     tags: tuple[str, ...]
     repo: str
-    architecture: str
-    pooling: str
-    normalize: bool
-    context_length: int
-    dimension: int
-    prompts: dict[str, str] = field(default_factory=dict)
+    description: ModelDescription
     mirrors: tuple[str, ...] = ()
     blocked: str | None = None
     revision: str = "main"
@@ -60,21 +56,25 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         model="all-minilm",
         tags=("latest", "l6", "l6-v2", "v2", "22m", "22m-l6-v2-fp16"),
         repo="sentence-transformers/all-MiniLM-L6-v2",
-        architecture="bert",
-        pooling="mean",
-        normalize=True,
-        context_length=256,
-        dimension=384,
+        description=ModelDescription(
+            architecture="bert",
+            pooling="mean",
+            normalize=True,
+            context_length=256,
+            dimension=384,
+        ),
     ),
     CatalogEntry(
         model="all-minilm",
         tags=("33m", "l12", "l12-v2", "33m-l12-v2-fp16"),
         repo="sentence-transformers/all-MiniLM-L12-v2",
-        architecture="bert",
-        pooling="mean",
-        normalize=True,
-        context_length=256,
-        dimension=384,
+        description=ModelDescription(
+            architecture="bert",
+            pooling="mean",
+            normalize=True,
+            context_length=256,
+            dimension=384,
+        ),
     ),
     # nomic-embed-text: the ST pipeline of v1.5 is taken to have no Normalize module (v1 has one; verify), which
     # also matches Ollama's nomic-bert default of raw vectors on /api/embeddings. The repo ships onnx/model.onnx.
@@ -82,44 +82,52 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         model="nomic-embed-text",
         tags=("latest", "v1.5", "137m-v1.5-fp16"),
         repo="nomic-ai/nomic-embed-text-v1.5",
-        architecture="nomic_bert",
-        pooling="mean",
-        normalize=False,
-        context_length=8192,
-        dimension=768,
-        prompts=dict(_NOMIC_PROMPTS),
+        description=ModelDescription(
+            architecture="nomic_bert",
+            pooling="mean",
+            normalize=False,
+            context_length=8192,
+            dimension=768,
+            prompts=dict(_NOMIC_PROMPTS),
+        ),
     ),
     CatalogEntry(
         model="mxbai-embed-large",
         tags=("latest", "v1", "335m", "335m-v1-fp16"),
         repo="mixedbread-ai/mxbai-embed-large-v1",
-        architecture="bert",
-        pooling="cls",
-        normalize=False,
-        context_length=512,
-        dimension=1024,
-        prompts={"query": _RETRIEVAL_QUERY},
+        description=ModelDescription(
+            architecture="bert",
+            pooling="cls",
+            normalize=False,
+            context_length=512,
+            dimension=1024,
+            prompts={"query": _RETRIEVAL_QUERY},
+        ),
     ),
     CatalogEntry(
         model="bge-m3",
         tags=("latest", "567m", "567m-fp16"),
         repo="BAAI/bge-m3",
-        architecture="xlm-roberta",
-        pooling="cls",
-        normalize=True,
-        context_length=8192,
-        dimension=1024,
+        description=ModelDescription(
+            architecture="xlm-roberta",
+            pooling="cls",
+            normalize=True,
+            context_length=8192,
+            dimension=1024,
+        ),
     ),
     CatalogEntry(
         model="bge-large",
         tags=("latest", "335m", "335m-en-v1.5-fp16"),
         repo="BAAI/bge-large-en-v1.5",
-        architecture="bert",
-        pooling="cls",
-        normalize=True,
-        context_length=512,
-        dimension=1024,
-        prompts={"query": _RETRIEVAL_QUERY},
+        description=ModelDescription(
+            architecture="bert",
+            pooling="cls",
+            normalize=True,
+            context_length=512,
+            dimension=1024,
+            prompts={"query": _RETRIEVAL_QUERY},
+        ),
     ),
     # snowflake-arctic-embed (v1 repos): every size is CLS-pooled in Ollama's GGUFs. The "-fp16" tag forms for xs
     # and m-long follow the pattern of the confirmed 33m-s-fp16, 110m-m-fp16 and 335m-l-fp16 (verify).
@@ -128,12 +136,14 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             model="snowflake-arctic-embed",
             tags=tags,
             repo=f"Snowflake/snowflake-arctic-embed-{size}",
-            architecture=architecture,
-            pooling="cls",
-            normalize=True,
-            context_length=context,
-            dimension=dimension,
-            prompts={"query": _RETRIEVAL_QUERY},
+            description=ModelDescription(
+                architecture=architecture,
+                pooling="cls",
+                normalize=True,
+                context_length=context,
+                dimension=dimension,
+                prompts={"query": _RETRIEVAL_QUERY},
+            ),
         )
         for size, tags, architecture, context, dimension in (
             ("xs", ("xs", "22m", "22m-xs-fp16"), "bert", 512, 384),
@@ -148,54 +158,64 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         model="snowflake-arctic-embed2",
         tags=("latest", "568m", "568m-l-fp16"),
         repo="Snowflake/snowflake-arctic-embed-l-v2.0",
-        architecture="xlm-roberta",
-        pooling="cls",
-        normalize=True,
-        context_length=8192,
-        dimension=1024,
-        prompts={"query": "query: "},
+        description=ModelDescription(
+            architecture="xlm-roberta",
+            pooling="cls",
+            normalize=True,
+            context_length=8192,
+            dimension=1024,
+            prompts={"query": "query: "},
+        ),
     ),
     CatalogEntry(
         model="paraphrase-multilingual",
         tags=("latest", "278m", "278m-mpnet-base-v2-fp16"),
         repo="sentence-transformers/paraphrase-multilingual-mpnet-base-v2",
-        architecture="xlm-roberta",
-        pooling="mean",
-        normalize=False,
-        context_length=128,
-        dimension=768,
+        description=ModelDescription(
+            architecture="xlm-roberta",
+            pooling="mean",
+            normalize=False,
+            context_length=128,
+            dimension=768,
+        ),
     ),
     # granite-embedding: `latest` is the 30m English model (63MB on the library page). Normalize module: verify.
     CatalogEntry(
         model="granite-embedding",
         tags=("latest", "30m", "30m-en", "30m-en-fp16"),
         repo="ibm-granite/granite-embedding-30m-english",
-        architecture="roberta",
-        pooling="cls",
-        normalize=True,
-        context_length=512,
-        dimension=384,
+        description=ModelDescription(
+            architecture="roberta",
+            pooling="cls",
+            normalize=True,
+            context_length=512,
+            dimension=384,
+        ),
     ),
     CatalogEntry(
         model="granite-embedding",
         tags=("278m", "278m-fp16"),
         repo="ibm-granite/granite-embedding-278m-multilingual",
-        architecture="xlm-roberta",
-        pooling="cls",
-        normalize=True,
-        context_length=512,
-        dimension=768,
+        description=ModelDescription(
+            architecture="xlm-roberta",
+            pooling="cls",
+            normalize=True,
+            context_length=512,
+            dimension=768,
+        ),
     ),
     CatalogEntry(
         model="embeddinggemma",
         tags=("latest", "300m", "300m-bf16", "300m-qat-q4_0", "300m-qat-q8_0"),
         repo="google/embeddinggemma-300m",
-        architecture="gemma3_text",
-        pooling="mean",
-        normalize=True,
-        context_length=2048,
-        dimension=768,
-        prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
+        description=ModelDescription(
+            architecture="gemma3_text",
+            pooling="mean",
+            normalize=True,
+            context_length=2048,
+            dimension=768,
+            prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
+        ),
         blocked=(
             "embeddinggemma needs its two sentence-transformers Dense layers (768 -> 3072 -> 768) applied after "
             "mean pooling, which ovembed does not do yet. Its repo, google/embeddinggemma-300m, is also gated: "
@@ -208,36 +228,42 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         model="qwen3-embedding",
         tags=("0.6b", "0.6b-q8_0", "0.6b-fp16"),
         repo="Qwen/Qwen3-Embedding-0.6B",
-        architecture="qwen3",
-        pooling="lasttoken",
-        normalize=True,
-        context_length=32768,
-        dimension=1024,
-        prompts={"query": _QWEN3_QUERY},
+        description=ModelDescription(
+            architecture="qwen3",
+            pooling="lasttoken",
+            normalize=True,
+            context_length=32768,
+            dimension=1024,
+            prompts={"query": _QWEN3_QUERY},
+        ),
         mirrors=("OpenVINO/Qwen3-Embedding-0.6B-fp16-ov",),
     ),
     CatalogEntry(
         model="qwen3-embedding",
         tags=("4b", "4b-q4_K_M", "4b-q8_0", "4b-fp16"),
         repo="Qwen/Qwen3-Embedding-4B",
-        architecture="qwen3",
-        pooling="lasttoken",
-        normalize=True,
-        context_length=32768,
-        dimension=2560,
-        prompts={"query": _QWEN3_QUERY},
+        description=ModelDescription(
+            architecture="qwen3",
+            pooling="lasttoken",
+            normalize=True,
+            context_length=32768,
+            dimension=2560,
+            prompts={"query": _QWEN3_QUERY},
+        ),
         blocked=_needs_optimum("qwen3-embedding", "4b", "Qwen/Qwen3-Embedding-4B"),
     ),
     CatalogEntry(
         model="qwen3-embedding",
         tags=("latest", "8b", "8b-q4_K_M", "8b-q8_0", "8b-fp16"),
         repo="Qwen/Qwen3-Embedding-8B",
-        architecture="qwen3",
-        pooling="lasttoken",
-        normalize=True,
-        context_length=32768,
-        dimension=4096,
-        prompts={"query": _QWEN3_QUERY},
+        description=ModelDescription(
+            architecture="qwen3",
+            pooling="lasttoken",
+            normalize=True,
+            context_length=32768,
+            dimension=4096,
+            prompts={"query": _QWEN3_QUERY},
+        ),
         blocked=_needs_optimum("qwen3-embedding", "8b", "Qwen/Qwen3-Embedding-8B"),
     ),
     # nomic-embed-text-v2-moe: custom MoE code and no known ONNX/IR, but not blocked here: the pull inspects the
@@ -246,12 +272,14 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         model="nomic-embed-text-v2-moe",
         tags=("latest",),
         repo="nomic-ai/nomic-embed-text-v2-moe",
-        architecture="nomic_bert",
-        pooling="mean",
-        normalize=True,
-        context_length=512,
-        dimension=768,
-        prompts=dict(_NOMIC_PROMPTS),
+        description=ModelDescription(
+            architecture="nomic_bert",
+            pooling="mean",
+            normalize=True,
+            context_length=512,
+            dimension=768,
+            prompts=dict(_NOMIC_PROMPTS),
+        ),
     ),
 )
 

@@ -8,14 +8,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-# In order of preference: the repo's own IR needs no conversion at all.
-NETWORK_CANDIDATES = (
-    "openvino/openvino_model.xml",
-    "openvino_model.xml",
-    "onnx/model.onnx",
-    "model.onnx",
-)
-IR_NAME = "openvino_model.xml"
+from modelstore.layout import IR_FILE, REPO_NETWORKS, first_present
+
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
 _WEIGHT_TYPES = {
@@ -48,12 +42,12 @@ def openvino_reason(exc: BaseException) -> str:
 
 
 def find_network(folder: Path) -> Path:
-    for candidate in NETWORK_CANDIDATES:
-        if (folder / candidate).is_file():
-            return folder / candidate
-    raise ConversionError(
-        f"{folder} has no network to convert: expected openvino/openvino_model.xml or onnx/model.onnx"
-    )
+    network = first_present(folder, REPO_NETWORKS)
+    if network is None:
+        raise ConversionError(
+            f"{folder} has no network to convert: expected openvino/openvino_model.xml or onnx/model.onnx"
+        )
+    return network
 
 
 def _token_output(model: ov.Model) -> ov.Output:
@@ -108,5 +102,5 @@ def convert_network(source: Path, destination: Path) -> NetworkInfo:
     shape = output.get_partial_shape()
     dimension = shape[2].get_length() if shape[2].is_static else None
     precision, parameters = _weights(model)
-    ov.save_model(model, destination / IR_NAME, compress_to_fp16=False)
+    ov.save_model(model, destination / IR_FILE, compress_to_fp16=False)
     return NetworkInfo(dimension=dimension, precision=precision, parameter_count=parameters)

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from modelstore.convert import ConversionError, convert_network, find_network
+from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, first_present
 from modelstore.names import ModelName
-from modelstore.spec import ModelSpec
-from modelstore.stconfig import ConfigError, Fallback, read_repo_config
+from modelstore.spec import ModelDescription, ModelSpec
+from modelstore.stconfig import ConfigError, describe_repo
 from modelstore.store import ModelRecord, ModelStore
-
-TOKENIZER_NAME = "tokenizer.json"
-_TOKENIZER_CANDIDATES = ("tokenizer.json", "onnx/tokenizer.json")
 
 
 class CreateError(ValueError):
@@ -27,10 +26,10 @@ class CreateError(ValueError):
 
 
 def _find_tokenizer(folder: Path) -> Path:
-    for candidate in _TOKENIZER_CANDIDATES:
-        if (folder / candidate).is_file():
-            return folder / candidate
-    raise CreateError(f"{folder} has no tokenizer.json (a fast tokenizer file is needed beside the network)")
+    tokenizer = first_present(folder, REPO_TOKENIZERS)
+    if tokenizer is None:
+        raise CreateError(f"{folder} has no tokenizer.json (a fast tokenizer file is needed beside the network)")
+    return tokenizer
 
 
 def _readable(network: Path, scratch: Path) -> Path:
@@ -57,7 +56,7 @@ def create_from_folder(
     folder: Path,
     source: str | None = None,
     *,
-    fallback: Fallback | None = None,
+    fallback: ModelDescription | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ModelRecord:
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
@@ -70,7 +69,7 @@ def create_from_folder(
     try:
         network = find_network(folder)
         tokenizer = _find_tokenizer(folder)
-        config = read_repo_config(folder, fallback)
+        description = describe_repo(folder, fallback)
     except (ConversionError, ConfigError) as exc:
         raise CreateError(str(exc)) from exc
     try:
@@ -82,19 +81,14 @@ def create_from_folder(
             info = convert_network(_readable(network, scratch), staged)
         except ConversionError as exc:
             raise CreateError(str(exc)) from exc
-        shutil.copyfile(tokenizer, staged / TOKENIZER_NAME)
-        dimension = info.dimension or config.hidden_size
-        if dimension is None:
+        shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
+        dimension = info.dimension or description.dimension
+        if not dimension:
             raise CreateError(f"cannot tell the embedding size of {network.name}")
-        spec = ModelSpec(
-            architecture=config.architecture,
-            pooling=config.pooling,
-            normalize=config.normalize,
-            context_length=config.context_length,
-            dimension=dimension,
+        spec = ModelSpec.of(
+            replace(description, dimension=dimension),
             precision=info.precision,
             parameter_count=info.parameter_count,
-            prompts=config.prompts,
         )
         source = source or str(folder)
         return store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)

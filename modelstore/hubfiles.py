@@ -9,23 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-# Sentence-transformers configs and the tokenizer, at the repo root (and onnx/ for repos like bge-m3).
-_CONFIG_FILES = frozenset(
-    {
-        "config.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    }
-)
-_IR_ROUTES = (
-    ("openvino/openvino_model.xml", "openvino/openvino_model.bin"),
-    ("openvino_model.xml", "openvino_model.bin"),
-)
-_ONNX_ROUTES = ("onnx/model.onnx", "model.onnx")
+from modelstore.layout import REPO_IR_FILES, REPO_ONNX_FILES, is_repo_config
 
 
 @dataclass(frozen=True)
@@ -55,15 +39,6 @@ class DownloadPlan:
         return sum(f.size for f in self.files)
 
 
-def _is_config(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    if len(parts) == 1:
-        return parts[0] in _CONFIG_FILES
-    # Pooling settings live in `1_Pooling/config.json` (any module folder); repos like bge-m3 put a
-    # tokenizer of their own in onnx/.
-    return (len(parts) == 2 and parts[1] == "config.json" and "Pooling" in parts[0]) or path == "onnx/tokenizer.json"
-
-
 def _onnx_companions(network: str, paths: set[str]) -> set[str]:
     """External data beside an ONNX graph: `model.onnx_data`, or loose tensor files in its folder (bge-m3)."""
     folder = PurePosixPath(network).parent
@@ -84,18 +59,18 @@ def plan_download(files: list[RemoteFile]) -> DownloadPlan | None:
     by_path = {f.path: f for f in files}
     chosen: set[str] | None = None
     network = ""
-    for xml, weights in _IR_ROUTES:
+    for xml, weights in REPO_IR_FILES:
         if xml in by_path and weights in by_path:
             chosen, network = {xml, weights}, xml
             break
     if chosen is None:
-        for onnx in _ONNX_ROUTES:
+        for onnx in REPO_ONNX_FILES:
             if onnx in by_path:
                 chosen, network = {onnx} | _onnx_companions(onnx, set(by_path)), onnx
                 break
     if chosen is None:
         return None
-    chosen |= {path for path in by_path if _is_config(path)}
+    chosen |= {path for path in by_path if is_repo_config(path)}
     return DownloadPlan(network=network, files=tuple(by_path[p] for p in sorted(chosen, key=_layer_order)))
 
 

@@ -19,6 +19,8 @@ HUGGINGFACE_HOSTS = frozenset({"hf.co", "huggingface.co"})
 _MODEL_OR_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
+# Each part is a folder name in the store; Linux filesystems allow 255 bytes, less than Ollama's 350 for a host.
+_MAX_PATH_PART = 255
 
 
 class InvalidName(ValueError):
@@ -43,7 +45,7 @@ class ModelName:
             (_MODEL_OR_TAG, self.tag),
         )
         for pattern, part in checks:
-            if not pattern.fullmatch(part):
+            if not pattern.fullmatch(part) or len(part) > _MAX_PATH_PART:
                 raise InvalidName(f"invalid model name part {part!r} in {self.path_parts}")
 
     @property

@@ -35,12 +35,11 @@ from modelstore.catalog import CatalogEntry, lookup
 from modelstore.create import CreateError, create_from_folder
 from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download
 from modelstore.names import ModelName
-from modelstore.stconfig import Fallback
+from modelstore.spec import ModelDescription
 from modelstore.store import ModelRecord, ModelStore, file_sha256
 
 log = logging.getLogger(__name__)
 
-DOWNLOADS = "downloads"
 # A few updates a second per file is smooth for a progress bar and cheap for the stream.
 _REPORT_INTERVAL = 0.2
 # Conversion writes a second copy of the network beside the download.
@@ -59,11 +58,19 @@ class PullStatus:
 
 
 class PullError(Exception):
-    """A pull that cannot finish; `kind` lets the daemon pick a status: not_found, unsupported or failed."""
+    """A pull that cannot finish, said in words a person can act on."""
 
-    def __init__(self, message: str, kind: str = "failed") -> None:
-        super().__init__(message)
-        self.kind = kind
+
+class PullNotFound(PullError):
+    """No such model: an unknown name, or a repo, revision or file the hub does not have or will not give."""
+
+
+class PullUnsupported(PullError):
+    """The model exists but ovembed cannot serve it yet."""
+
+
+class HubUnreachable(PullError):
+    """The hub could not be asked: no connection, or offline mode."""
 
 
 class PullCancelled(Exception):
@@ -82,12 +89,9 @@ class HubSource:
     entry: CatalogEntry | None
 
     @property
-    def fallback(self) -> Fallback | None:
-        """The catalog's pooling and limits, used only where the repo's own configs are silent."""
-        if self.entry is None:
-            return None
-        entry = self.entry
-        return Fallback(entry.pooling, entry.normalize, entry.context_length, dict(entry.prompts))
+    def fallback(self) -> ModelDescription | None:
+        """The catalog's description, used only where the repo's own configs are silent."""
+        return self.entry.description if self.entry else None
 
 
 def resolve_source(name: ModelName) -> HubSource:
@@ -98,20 +102,19 @@ def resolve_source(name: ModelName) -> HubSource:
         return HubSource(name.hf_repo, revision, None)
     entry = lookup(name)
     if entry is None:
-        raise PullError(
+        raise PullNotFound(
             f"pull model manifest: file does not exist: ovembed does not know {name.display}; "
             "pull an Ollama embedding model (all-minilm, nomic-embed-text, mxbai-embed-large, bge-m3, ...) "
             "or any sentence-transformers repo as hf.co/ORG/REPO",
-            "not_found",
         )
     if entry.blocked:
-        raise PullError(f"{name.display} cannot be served yet: {entry.blocked}", "unsupported")
+        raise PullUnsupported(f"{name.display} cannot be served yet: {entry.blocked}")
     return HubSource(entry.repo, entry.revision, entry)
 
 
 def sweep_downloads(store: ModelStore) -> None:
     """Remove partial files a killed pull left behind; finished files stay for the next pull."""
-    root = store.root / DOWNLOADS
+    root = store.layout.downloads
     if root.is_dir():
         for partial in root.rglob("*.incomplete"):
             partial.unlink(missing_ok=True)
@@ -151,7 +154,7 @@ class Puller:
         self.store = store
         self.endpoint = endpoint
         self.token = token
-        self.cache = store.root / DOWNLOADS
+        self.cache = store.layout.downloads
         self.api = HfApi(endpoint=endpoint, token=token)
 
     def pull(self, name: ModelName, report: Report, cancelled: Callable[[], bool] = lambda: False) -> ModelRecord:
@@ -160,8 +163,8 @@ class Puller:
         present = self.store.get(name)
         try:
             commit = self._commit(source)
-        except PullError as error:
-            if present is not None and error.kind == "unreachable":
+        except HubUnreachable as error:
+            if present is not None:
                 log.warning("hub unreachable; %s is already present: %s", name.display, error)
                 return self._finish_present(present, report)
             raise
@@ -190,7 +193,7 @@ class Puller:
         except CreateError as exc:
             raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc
         report(PullStatus("writing manifest"))
-        shutil.rmtree(self.cache / f"models--{repo.replace('/', '--')}", ignore_errors=True)
+        shutil.rmtree(self.store.layout.repo_download(repo), ignore_errors=True)
         report(PullStatus("success"))
         return record
 
@@ -229,12 +232,11 @@ class Puller:
             plan = plan_download(self._files(mirror, mirror_commit))
             if plan is not None:
                 return mirror, mirror_commit, plan
-        raise PullError(
+        raise PullUnsupported(
             f"hf.co/{source.repo} has no OpenVINO IR (openvino/openvino_model.xml) and no ONNX export "
             "(onnx/model.onnx), and ovembed converts only those, without PyTorch. Export one elsewhere with "
             f"`optimum-cli export openvino --task feature-extraction -m {source.repo} DIR`, then run "
-            "`ovembed create NAME --from DIR`",
-            "unsupported",
+            "`ovembed create NAME --from DIR`"
         )
 
     def _check_disk(self, plan: DownloadPlan) -> None:
@@ -305,31 +307,27 @@ class Puller:
         except PullCancelled:
             raise
         except GatedRepoError as exc:
-            raise PullError(
-                f"{where} is gated: accept its terms on Hugging Face, then give the daemon an access token in HF_TOKEN",
-                "not_found",
+            raise PullNotFound(
+                f"{where} is gated: accept its terms on Hugging Face, then give the daemon an access token in HF_TOKEN"
             ) from exc
         except RepositoryNotFoundError as exc:
-            raise PullError(f"pull model manifest: file does not exist: no repository {where}", "not_found") from exc
+            raise PullNotFound(f"pull model manifest: file does not exist: no repository {where}") from exc
         except RevisionNotFoundError as exc:
-            raise PullError(
-                f"pull model manifest: file does not exist: {where} has no revision {revision!r}", "not_found"
+            raise PullNotFound(
+                f"pull model manifest: file does not exist: {where} has no revision {revision!r}"
             ) from exc
         except EntryNotFoundError as exc:
-            raise PullError(f"{where} has no file {file!r} at {revision[:12]}", "not_found") from exc
+            raise PullNotFound(f"{where} has no file {file!r} at {revision[:12]}") from exc
         except OfflineModeIsEnabled as exc:
-            raise PullError(
-                "the daemon runs with HF_HUB_OFFLINE set, so it cannot download models", "unreachable"
-            ) from exc
+            raise HubUnreachable("the daemon runs with HF_HUB_OFFLINE set, so it cannot download models") from exc
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "an error"
             target = f"{file} from {where}" if file else where
             raise PullError(f"Hugging Face answered {status} for {target}; try the pull again later") from exc
         except (httpx2.TransportError, ConnectionError) as exc:
             target = f"{file} from {where}" if file else where
-            raise PullError(
-                f"the connection to Hugging Face broke while fetching {target} ({exc}); pull again to resume",
-                "unreachable",
+            raise HubUnreachable(
+                f"the connection to Hugging Face broke while fetching {target} ({exc}); pull again to resume"
             ) from exc
         except OSError as exc:
             if exc.errno == errno.ENOSPC:

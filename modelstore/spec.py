@@ -1,4 +1,4 @@
-"""What the engine needs to know about a stored model, beside its files."""
+"""What a model is, declared once: the catalog, the repo config reader and the manifest all use these."""
 
 from __future__ import annotations
 
@@ -9,17 +9,30 @@ POOLING_MODES = ("mean", "cls", "lasttoken")
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """Pooling, normalization and limits, read once from the source repo and kept in the manifest."""
+class ModelDescription:
+    """How a model's vectors are made: pooling, Normalize, the context it was trained for, their size, prompts.
+
+    `dimension` is 0 while only a repo's configs are known; the converted network's output settles it.
+    """
 
     architecture: str
     pooling: str
     normalize: bool
     context_length: int
     dimension: int
-    precision: str
-    parameter_count: int
     prompts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec(ModelDescription):
+    """A stored model's description and the facts of its converted weights, as kept in the manifest."""
+
+    precision: str = field(kw_only=True)
+    parameter_count: int = field(kw_only=True)
+
+    @classmethod
+    def of(cls, description: ModelDescription, *, precision: str, parameter_count: int) -> ModelSpec:
+        return cls(**asdict(description), precision=precision, parameter_count=parameter_count)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

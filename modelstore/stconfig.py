@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from modelstore.spec import ModelDescription
 
 _POOLING_MODULE = "sentence_transformers.models.Pooling"
 _NORMALIZE_MODULE = "sentence_transformers.models.Normalize"
@@ -17,18 +18,6 @@ _UNBOUNDED_MAX_LENGTH = 1_000_000
 
 class ConfigError(ValueError):
     """A repo whose config files cannot describe a usable embedding model."""
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    """The parts of a repo's configs that decide how its vectors are made."""
-
-    architecture: str
-    pooling: str
-    normalize: bool
-    context_length: int
-    hidden_size: int | None
-    prompts: dict[str, str] = field(default_factory=dict)
 
 
 def _load(path: Path) -> Any:
@@ -75,33 +64,29 @@ def _context_length(folder: Path, model_config: dict[str, Any], fallback: int | 
     return _FALLBACK_CONTEXT
 
 
-@dataclass(frozen=True)
-class Fallback:
-    """What to assume where a repo's files are silent, e.g. a pre-converted mirror without modules.json."""
+def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> ModelDescription:
+    """What a sentence-transformers-style folder says about its model.
 
-    pooling: str = "mean"
-    normalize: bool = False
-    context_length: int | None = None
-    prompts: dict[str, str] = field(default_factory=dict)
-
-
-def read_repo_config(folder: Path, fallback: Fallback | None = None) -> RepoConfig:
-    """Everything a sentence-transformers-style folder says about pooling and limits."""
-    fallback = fallback or Fallback()
+    `fallback` (a catalog entry's description) fills only what the folder is silent on, e.g. a pre-converted
+    mirror without modules.json; without one, sentence-transformers' own defaults apply (mean, no Normalize).
+    """
     modules_data = _load(folder / "modules.json")
     modules = modules_data or []
     model_config = _load(folder / "config.json") or {}
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}
     architectures = model_config.get("architectures") or []
-    architecture = str(model_config.get("model_type") or (architectures[0] if architectures else "unknown"))
+    architecture = model_config.get("model_type") or (architectures[0] if architectures else None)
     hidden = model_config.get("hidden_size")
     prompts = {str(k): str(v) for k, v in (st_model_config.get("prompts") or {}).items() if isinstance(v, str) and v}
-    normalize = any(m.get("type") == _NORMALIZE_MODULE for m in modules) if modules_data else fallback.normalize
-    return RepoConfig(
-        architecture=architecture,
-        pooling=_pooling(folder, modules, fallback.pooling),
+    if modules_data:
+        normalize = any(m.get("type") == _NORMALIZE_MODULE for m in modules)
+    else:
+        normalize = fallback.normalize if fallback else False
+    return ModelDescription(
+        architecture=str(architecture or (fallback.architecture if fallback else "unknown")),
+        pooling=_pooling(folder, modules, fallback.pooling if fallback else "mean"),
         normalize=normalize,
-        context_length=_context_length(folder, model_config, fallback.context_length),
-        hidden_size=int(hidden) if isinstance(hidden, int) else None,
-        prompts=prompts or dict(fallback.prompts),
+        context_length=_context_length(folder, model_config, fallback.context_length if fallback else None),
+        dimension=int(hidden) if isinstance(hidden, int) else (fallback.dimension if fallback else 0),
+        prompts=prompts or (dict(fallback.prompts) if fallback else {}),
     )

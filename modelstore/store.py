@@ -1,9 +1,4 @@
-"""The on-disk model store: content-addressed model folders and one manifest per name.
-
-Layout under the root:
-    blobs/sha256-<hex>/      a finished model folder (IR, tokenizer), named by its content digest
-    manifests/<host>/<namespace>/<model>/<tag>.json   what a name points at, with its spec
-    staging/<pid>-<random>/  work in progress; never read, swept when its process is gone
+"""The on-disk model store: content-addressed model folders and one manifest per name (see layout.py).
 
 A model becomes visible only when its manifest is renamed into place, and a blob only when its finished
 folder is renamed into place, so a process killed at any point leaves nothing half-written behind a name.
@@ -24,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from modelstore.layout import StoreLayout
 from modelstore.names import InvalidName, ModelName, parse_name
 from modelstore.spec import ModelSpec
 
@@ -105,33 +101,28 @@ class ModelStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.blobs = root / "blobs"
-        self.manifests = root / "manifests"
-        self.staging_root = root / "staging"
+        self.layout = StoreLayout(root)
 
     # Reading
 
     def list(self) -> list[ModelRecord]:
         """Every valid manifest, newest first, as Ollama's /api/tags sorts."""
-        records = [r for r in map(self._read_manifest, self._manifest_files()) if r is not None]
+        records = [r for r in map(self._read_manifest, self.layout.manifest_files()) if r is not None]
         return sorted(records, key=lambda r: r.modified_at, reverse=True)
 
     def get(self, name: ModelName) -> ModelRecord | None:
         """The model for a name, matched without regard to case as Ollama does."""
-        exact = self._manifest_path(name)
+        exact = self.layout.manifest(name)
         if exact.is_file():
             record = self._read_manifest(exact)
             if record is not None:
                 return record
         return next((r for r in self.list() if r.name.key == name.key), None)
 
-    def _manifest_path(self, name: ModelName) -> Path:
-        host, namespace, model, tag = name.path_parts
-        return self.manifests / host / namespace / model / f"{tag}.json"
-
-    def _manifest_files(self) -> Iterator[Path]:
-        if self.manifests.is_dir():
-            yield from (p for p in self.manifests.glob("*/*/*/*.json") if p.is_file())
+    def holds(self, record: ModelRecord) -> bool:
+        """Whether the record's name still points at the record's content, as when it was read."""
+        current = self.get(record.name)
+        return current is not None and current.digest == record.digest
 
     def _read_manifest(self, path: Path) -> ModelRecord | None:
         """A manifest that does not parse, or whose folder is gone, is not a model."""
@@ -144,7 +135,7 @@ class ModelStore:
                 modified_at=datetime.fromisoformat(data["modified_at"]),
                 source=str(data.get("source", "")),
                 spec=ModelSpec.from_json(data["spec"]),
-                path=self.blobs / f"sha256-{data['digest']}",
+                path=self.layout.blob(str(data["digest"])),
                 extra=dict(data.get("extra") or {}),
             )
         except (OSError, ValueError, KeyError, TypeError, InvalidName):
@@ -157,7 +148,7 @@ class ModelStore:
     def staging(self) -> Iterator[Path]:
         """A private folder to build a model in; removed afterwards whether or not it was committed."""
         self.sweep_staging()
-        folder = self.staging_root / f"{os.getpid()}-{uuid.uuid4().hex}"
+        folder = self.layout.staging / f"{os.getpid()}-{uuid.uuid4().hex}"
         folder.mkdir(parents=True)
         try:
             yield folder
@@ -169,9 +160,9 @@ class ModelStore:
     ) -> ModelRecord:
         """Move a built folder into the blobs by its digest, then point the name at it."""
         digest, size = _folder_digest(staged)
-        blob = self.blobs / f"sha256-{digest}"
+        blob = self.layout.blob(digest)
         if not blob.is_dir():
-            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.layout.blobs.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError, OSError):
                 os.rename(staged, blob)
             if not blob.is_dir():
@@ -192,12 +183,12 @@ class ModelStore:
     def _write_manifest(self, record: ModelRecord) -> None:
         self._remove_other_case(record.name)
         data = json.dumps(record.to_manifest(), indent=2).encode()
-        write_atomically(self._manifest_path(record.name), data)
+        write_atomically(self.layout.manifest(record.name), data)
 
     def _remove_other_case(self, name: ModelName) -> None:
         """One manifest per name regardless of case, as Ollama keeps it."""
-        exact = self._manifest_path(name)
-        for path in list(self._manifest_files()):
+        exact = self.layout.manifest(name)
+        for path in self.layout.manifest_files():
             record = self._read_manifest(path)
             if path != exact and record is not None and record.name.key == name.key:
                 path.unlink(missing_ok=True)
@@ -219,36 +210,35 @@ class ModelStore:
 
     def delete(self, record: ModelRecord) -> None:
         """Remove the name, and its folder when no other name points at it."""
-        self._manifest_path(record.name).unlink(missing_ok=True)
+        self.layout.manifest(record.name).unlink(missing_ok=True)
         self._remove_other_case(record.name)
-        self._prune_empty_dirs(self.manifests)
+        self._prune_empty_dirs(self.layout.manifests)
         if record.digest not in self._digests_in_use():
             shutil.rmtree(record.path, ignore_errors=True)
         self.sweep_blobs()
 
     def _digests_in_use(self) -> set[str]:
-        return {r.digest for r in map(self._read_manifest, self._manifest_files()) if r is not None}
+        return {r.digest for r in map(self._read_manifest, self.layout.manifest_files()) if r is not None}
 
     # Cleaning
 
     def sweep_staging(self) -> None:
         """Remove staging folders whose process has died, such as a create killed part-way."""
-        if not self.staging_root.is_dir():
+        if not self.layout.staging.is_dir():
             return
-        for folder in self.staging_root.iterdir():
+        for folder in self.layout.staging.iterdir():
             pid_text = folder.name.split("-", 1)[0]
             if not pid_text.isdigit() or not _pid_alive(int(pid_text)):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def sweep_blobs(self) -> None:
         """Remove folders no manifest names, once they are old enough not to be a create in flight."""
-        if not self.blobs.is_dir():
+        if not self.layout.blobs.is_dir():
             return
-        used = self._digests_in_use()
+        used = {self.layout.blob(digest) for digest in self._digests_in_use()}
         now = time.time()
-        for blob in self.blobs.iterdir():
-            digest = blob.name.removeprefix("sha256-")
-            if digest not in used and now - blob.stat().st_ctime > _ORPHAN_GRACE_SECONDS:
+        for blob in self.layout.blobs.iterdir():
+            if blob not in used and now - blob.stat().st_ctime > _ORPHAN_GRACE_SECONDS:
                 shutil.rmtree(blob, ignore_errors=True)
 
     def _prune_empty_dirs(self, top: Path) -> None:

@@ -1,6 +1,6 @@
 """/api/embed and /api/embeddings over real HTTP against the shared `ovembed serve` daemon.
 
-Vectors are held to tests.tinymodel.reference_vectors; error rows follow /work/shared/ollama-api.md §0, §1.1,
+Vectors are held to tests.tinymodel.reference_vectors; error rows follow ../shared/ollama-api.md §0, §1.1,
 §1.2 and §2, with ovembed's two chosen deviations (400 for a wrong-typed option, truncation on
 /api/embeddings).
 """

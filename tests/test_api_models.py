@@ -1,13 +1,17 @@
 """Model management and routing over real HTTP: /api/tags, /api/show, /api/ps, /api/delete, /api/copy,
-/api/version, `/`, and Ollama's 404/405 texts (/work/shared/ollama-api.md §0, §1.4-§1.9).
+/api/version, `/`, and Ollama's 404/405 texts (../shared/ollama-api.md §0, §1.4-§1.9).
 
 Tests that delete, copy or load with a keep_alive use names of their own, never the shared ones.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import pytest
 
 from tests.conftest import Daemon, start_daemon, stop_daemon
 from tests.contract import NATIVE_JSON, assert_error
+from tests.tinymodel import build_tiny_model
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 DETAILS_KEYS = {"parent_model", "format", "family", "families", "parameter_size", "quantization_level"}
@@ -314,6 +319,67 @@ def test_delete_a_loaded_model_drops_it_from_ps(client: httpx.Client, daemon: Da
     assert "del-loaded:latest" not in ps_names(client)
     # The shared model with the same content is untouched.
     assert len(embed_vector(client, "tiny")) == 16
+
+
+def _reader_waiting(fifo: Path, timeout: float = 30) -> int:
+    """A writer's descriptor for `fifo`, once a reader is blocked opening it (before that, ENXIO)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            time.sleep(0.02)
+    raise AssertionError(f"nothing opened {fifo} within {timeout}s")
+
+
+@pytest.mark.parametrize("load", ["succeeds", "fails"])
+def test_a_delete_during_a_load_answers_404_and_unloads(
+    client: httpx.Client, daemon: Daemon, tmp_path: Path, load: str
+) -> None:
+    """The stored tokenizer is swapped for a FIFO, so the load blocks reading it until the test writes it:
+    the delete lands mid-load for certain, then the load completes, or fails, for a model that is gone."""
+    name = f"del-loading-{load}"
+    daemon.create(name, build_tiny_model(tmp_path / name, seed=7 if load == "succeeds" else 8))  # a blob of its own
+    blob = daemon.models_dir / "blobs" / f"sha256-{tag(client, f'{name}:latest')['digest']}"  # type: ignore[index]
+    tokenizer = (blob / "tokenizer.json").read_bytes()
+    (blob / "tokenizer.json").unlink()
+    os.mkfifo(blob / "tokenizer.json")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.post, "/api/embed", json={"model": name, "input": "hello"})
+        writer = _reader_waiting(blob / "tokenizer.json")
+        try:
+            assert delete(client, model=name).status_code == 200
+            assert not blob.exists()
+            if load == "succeeds":
+                os.set_blocking(writer, True)
+                os.write(writer, tokenizer)
+        finally:
+            os.close(writer)
+        answer = waiting.result(timeout=60)
+    assert_error(answer, 404, f'model "{name}:latest" not found, try pulling it first')
+    assert f"{name}:latest" not in ps_names(client)
+    assert daemon.process.poll() is None
+    assert len(embed_vector(client, "tiny")) == 16
+
+
+def test_deleting_a_busy_model_drops_it_from_ps_and_finishes_its_request(
+    client: httpx.Client, daemon: Daemon, tiny_dir: Path
+) -> None:
+    daemon.create("del-busy", tiny_dir)
+    texts = [f"text number {n} with a few more words" for n in range(3000)]
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(client.post, "/api/embed", json={"model": "del-busy", "input": texts, "keep_alive": -1})
+        deadline = time.monotonic() + 30
+        while "del-busy:latest" not in ps_names(client) and not busy.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert delete(client, model="del-busy").status_code == 200
+        assert "del-busy:latest" not in ps_names(client)
+        answer = busy.result(timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["embeddings"]) == len(texts)
+    assert "del-busy:latest" not in ps_names(client)
 
 
 # /api/copy

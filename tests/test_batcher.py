@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.batcher import MAX_PADDING_SHARE, Batcher, BatchLimits, EmbedResult, _Job, _Pool
-from daemon.engine import Engine, LoadedModel, TokenizedText
-from daemon.errors import ApiError
+from daemon.inference.admission import Admission
+from daemon.inference.batcher import MAX_PADDING_SHARE, BatchLimits, EmbedResult, Job, Lane, Pool
+from daemon.inference.engine import Engine, LoadedModel, TokenizedText
+from daemon.inference.errors import QueueFull
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
@@ -20,13 +21,13 @@ from modelstore.store import ModelStore
 LOOP = asyncio.new_event_loop()
 
 
-def job_of(lengths: list[int]) -> _Job:
+def job_of(lengths: list[int]) -> Job:
     texts = [TokenizedText(np.zeros(n, dtype=np.int64)) for n in lengths]
     future: asyncio.Future[np.ndarray] = LOOP.create_future()
-    return _Job(texts=texts, future=future, vectors=np.empty((len(texts), 1)), remaining=len(texts))
+    return Job(texts=texts, future=future, vectors=np.empty((len(texts), 1)), remaining=len(texts))
 
 
-def drain(pool: _Pool, limits: BatchLimits) -> list[list]:
+def drain(pool: Pool, limits: BatchLimits) -> list[list]:
     batches = []
     while batch := pool.take(limits):
         batches.append(batch)
@@ -37,7 +38,7 @@ def test_batches_stay_within_budget_and_take_every_text_once() -> None:
     rng = random.Random(0)
     limits = BatchLimits(max_tokens=512, max_texts=16)
     jobs = [job_of([rng.randint(3, 120) for _ in range(rng.randint(1, 40))]) for _ in range(12)]
-    pool = _Pool()
+    pool = Pool()
     for job in jobs:
         pool.add(job)
     batches = drain(pool, limits)
@@ -51,7 +52,7 @@ def test_batches_stay_within_budget_and_take_every_text_once() -> None:
 
 def test_padding_stays_small_when_lengths_allow() -> None:
     limits = BatchLimits(max_tokens=4096, max_texts=64)
-    pool = _Pool()
+    pool = Pool()
     rng = random.Random(1)
     pool.add(job_of([rng.randint(5, 200) for _ in range(500)]))
     for batch in drain(pool, limits):
@@ -62,7 +63,7 @@ def test_padding_stays_small_when_lengths_allow() -> None:
 
 def test_a_small_request_is_not_starved_by_a_big_one() -> None:
     limits = BatchLimits(max_tokens=256, max_texts=8)
-    pool = _Pool()
+    pool = Pool()
     big, small = job_of([20] * 5000), job_of([40])
     pool.add(big)
     pool.add(small)
@@ -72,7 +73,7 @@ def test_a_small_request_is_not_starved_by_a_big_one() -> None:
 
 def test_cancelled_requests_leave_the_pool() -> None:
     limits = BatchLimits(max_tokens=1024, max_texts=32)
-    pool = _Pool()
+    pool = Pool()
     gone, kept = job_of([10] * 100), job_of([10] * 3)
     pool.add(gone)
     pool.add(kept)
@@ -120,10 +121,10 @@ def test_vectors_come_back_in_order_and_independent_of_company(tiny_model: Loade
     texts = sentences(300)
 
     async def run() -> tuple[np.ndarray, list[np.ndarray]]:
-        batcher = Batcher(BatchLimits(max_tokens=256, max_texts=16))
-        together = await batcher.embed(tiny_model, texts, 32, True)
-        alone = await asyncio.gather(*(batcher.embed(tiny_model, [t], 32, True) for t in texts[:40]))
-        await batcher.close()
+        lane = Lane(tiny_model, BatchLimits(max_tokens=256, max_texts=16))
+        together = await lane.embed(texts, 32, True)
+        alone = await asyncio.gather(*(lane.embed([t], 32, True) for t in texts[:40]))
+        await lane.close()
         return together.vectors, [a.vectors[0] for a in alone]
 
     together, alone = asyncio.run(run())
@@ -132,29 +133,32 @@ def test_vectors_come_back_in_order_and_independent_of_company(tiny_model: Loade
     assert np.allclose(np.stack(alone), direct, atol=1e-5)
 
 
-def test_a_full_queue_answers_503_and_cancelled_work_is_dropped(tiny_model: LoadedModel) -> None:
-    async def run() -> tuple[ApiError, int, bool]:
-        batcher = Batcher(BatchLimits(max_tokens=64, max_texts=2, max_queue=2))
+def test_a_full_queue_refuses_and_cancelled_work_is_dropped(tiny_model: LoadedModel) -> None:
+    async def run() -> tuple[bool, int, bool]:
+        lane = Lane(tiny_model, BatchLimits(max_tokens=64, max_texts=2))
+        admission = Admission(max_queue=2)
 
         async def request(texts: list[str]) -> EmbedResult:
-            with batcher.admit():
-                return await batcher.embed(tiny_model, texts, 32, True)
+            with admission.place():
+                return await lane.embed(texts, 32, True)
 
         first = asyncio.create_task(request(sentences(3000, 1)))
         second = asyncio.create_task(request(sentences(3000, 2)))
         await asyncio.sleep(0)
-        with pytest.raises(ApiError) as refused:
+        try:
             await request(["one more"])
+            refused = False
+        except QueueFull:
+            refused = True
         first.cancel()
         second.cancel()
         await asyncio.gather(first, second, return_exceptions=True)
-        small = await batcher.embed(tiny_model, ["after the storm"], 32, True)
-        lane_left = bool(batcher._lanes[tiny_model].pool)
-        await batcher.close()
-        return refused.value, small.vectors.shape[0], lane_left
+        small = await request(["after the storm"])
+        work_left = bool(lane.pool)
+        await lane.close()
+        return refused, small.vectors.shape[0], work_left
 
-    error, answered, work_left = asyncio.run(run())
-    assert error.status == 503
-    assert error.message == "server busy, please try again.  maximum pending requests exceeded"
+    refused, answered, work_left = asyncio.run(run())
+    assert refused
     assert answered == 1
     assert not work_left

@@ -63,7 +63,7 @@ def _entry(text: str) -> CatalogEntry:
 )
 def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int, context_length: int) -> None:
     entry = _entry(text)
-    assert (entry.repo, entry.pooling, entry.dimension, entry.context_length) == (
+    assert (entry.repo, entry.description.pooling, entry.description.dimension, entry.description.context_length) == (
         repo,
         pooling,
         dimension,
@@ -101,7 +101,7 @@ def test_servable_models_are_not_blocked(text: str) -> None:
 def test_qwen3_small_uses_the_openvino_mirror() -> None:
     entry = _entry("qwen3-embedding:0.6b-fp16")
     assert entry.mirrors == (QWEN3_06B_MIRROR,)
-    assert entry.prompts["query"].startswith("Instruct: ")
+    assert entry.description.prompts["query"].startswith("Instruct: ")
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_qwen3_small_uses_the_openvino_mirror() -> None:
     ],
 )
 def test_prompts(text: str, prompts: dict[str, str]) -> None:
-    assert _entry(text).prompts == prompts
+    assert _entry(text).description.prompts == prompts
 
 
 @pytest.mark.parametrize(
@@ -137,13 +137,13 @@ def test_unknown_names_give_none(text: str) -> None:
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: f"{e.model}:{e.tags[0]}")
 def test_entries_are_well_formed(entry: CatalogEntry) -> None:
-    assert entry.pooling in POOLING_MODES
-    assert entry.dimension > 0
-    assert entry.context_length > 0
+    assert entry.description.pooling in POOLING_MODES
+    assert entry.description.dimension > 0
+    assert entry.description.context_length > 0
     assert entry.tags
     assert entry.repo.count("/") == 1
-    assert all(prompt for prompt in entry.prompts.values())
-    assert set(entry.prompts) <= {"query", "document"}
+    assert all(prompt for prompt in entry.description.prompts.values())
+    assert set(entry.description.prompts) <= {"query", "document"}
     assert entry.revision
     assert all(mirror.count("/") == 1 for mirror in entry.mirrors)
     for tag in entry.tags:

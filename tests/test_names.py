@@ -175,6 +175,8 @@ def test_is_cloud(text: str, cloud: bool) -> None:
         "ns/model:ta:g",
         "mödel",
         "model\x00",
+        "h" * 256 + "/n/m",
+        "h" * 350 + "/n/m",
     ],
 )
 def test_invalid_names(text: str) -> None:
@@ -188,7 +190,8 @@ def test_invalid_names(text: str) -> None:
         ("m" * 80, ("registry.ollama.ai", "library", "m" * 80, "latest")),
         ("m:" + "t" * 80, ("registry.ollama.ai", "library", "m", "t" * 80)),
         ("n" * 80 + "/m", ("registry.ollama.ai", "n" * 80, "m", "latest")),
-        ("h" * 350 + "/n/m", ("h" * 350, "n", "m", "latest")),
+        # Ollama allows a 350-character host; a store folder name holds 255 bytes.
+        ("h" * 255 + "/n/m", ("h" * 255, "n", "m", "latest")),
         ("_/_/_:_", ("_", "_", "_", "_")),
         ("a..b", ("registry.ollama.ai", "library", "a..b", "latest")),
     ],

@@ -1,5 +1,5 @@
 """OpenAI-compatible endpoints over raw HTTP (httpx, not the openai package): /v1/embeddings, /v1/models and
-/v1/models/{model}, as Ollama's compatibility layer answers them (/work/shared/ollama-api.md §1.10, §1.11).
+/v1/models/{model}, as Ollama's compatibility layer answers them (../shared/ollama-api.md §1.10, §1.11).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from daemon.progress import PullProgress, bar_line, format_eta, spinner_line
+from daemon.cli.progress import PullProgress, bar_line, format_eta, spinner_line
 from tests.conftest import OVEMBED, REPO, free_port
 
 DIGEST_A = "sha256:970aa74c0a90" + "a" * 52

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from daemon.device import DeviceError, compile_config, pick_device
-from daemon.durations import DurationError, parse_go_duration
-from daemon.guard import host_allowed
-from daemon.humanize import human_bytes, human_time
-from daemon.views import parameter_size
+from daemon.cli.humanize import human_bytes, human_time
+from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
+from daemon.http.guard import host_allowed
+from daemon.http.views import parameter_size
+from daemon.inference.device import DeviceError, compile_config, pick_device
 
 TYPES = {"CPU": "INTEGRATED", "GPU.0": "INTEGRATED", "GPU.1": "DISCRETE", "GPU": "INTEGRATED", "NPU": "INTEGRATED"}
 
@@ -45,15 +45,17 @@ def test_an_absent_device_is_an_error_that_says_what_exists(requested: str, avai
 
 
 def test_compile_config() -> None:
-    assert compile_config("auto", "") == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
-    assert compile_config("auto", "", "GPU.1") == {"PERFORMANCE_HINT": "THROUGHPUT"}
-    assert compile_config("bf16", "", "CPU")["INFERENCE_PRECISION_HINT"] == "bf16"
-    assert compile_config("fp32", "latency") == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    assert compile_config("BF16", "THROUGHPUT")["INFERENCE_PRECISION_HINT"] == "bf16"
+    cpu_fp32 = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    assert compile_config("auto", "THROUGHPUT", "CPU") == cpu_fp32
+    assert compile_config("auto", "THROUGHPUT", "GPU.1") == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    assert compile_config("bf16", "THROUGHPUT", "CPU")["INFERENCE_PRECISION_HINT"] == "bf16"
+    latency = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    assert compile_config("fp32", "latency", "CPU") == latency
+    assert compile_config("BF16", "THROUGHPUT", "CPU")["INFERENCE_PRECISION_HINT"] == "bf16"
     with pytest.raises(DeviceError, match="fp32, bf16, fp16"):
-        compile_config("fp8", "")
+        compile_config("fp8", "THROUGHPUT", "CPU")
     with pytest.raises(DeviceError, match="THROUGHPUT, LATENCY"):
-        compile_config("auto", "fast")
+        compile_config("auto", "fast", "CPU")
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,19 @@ def test_go_durations(text: str, seconds: float) -> None:
     assert math.isclose(parse_go_duration(text), seconds)
 
 
+def test_the_longest_go_duration_still_parses() -> None:
+    assert math.isclose(parse_go_duration("2562047h"), 2562047 * 3600)
+    assert math.isclose(parse_go_duration("-2562047h"), -2562047 * 3600)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "kept"),
+    [(0.0, 0.0), (300.0, 300.0), (-1.0, math.inf), (1e15, math.inf), (2.0**64, math.inf), (9e9, 9e9)],
+)
+def test_keep_alive_past_gos_longest_duration_is_forever(seconds: float, kept: float) -> None:
+    assert keep_alive_seconds(seconds) == kept
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -72,6 +87,10 @@ def test_go_durations(text: str, seconds: float) -> None:
         ("300", 'time: missing unit in duration "300"'),
         ("5x", 'time: unknown unit "x" in duration "5x"'),
         ("1m5", 'time: missing unit in duration "1m5"'),
+        # Past a Go Duration's int64 nanoseconds (2562047h47m16.854775807s), as Go refuses them.
+        ("2562048h", 'time: invalid duration "2562048h"'),
+        ("9999999999999h", 'time: invalid duration "9999999999999h"'),
+        ("100000000h", 'time: invalid duration "100000000h"'),
     ],
 )
 def test_bad_go_durations_carry_gos_text(text: str, message: str) -> None:

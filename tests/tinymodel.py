@@ -276,3 +276,43 @@ def _graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     return model
+
+
+FAULTS = ("nan", "fixed-shape")
+
+
+def build_faulty_model(dest: Path, fault: str, hidden: int = 8) -> Path:
+    """A tiny model folder whose network loads but misbehaves, for the error paths a sound model never takes.
+
+    `nan`: every output is the square root of a negative number. `fixed-shape`: the output is reshaped to
+    [3, 5, hidden], so inference fails for any batch that is not 3 texts of 5 tokens.
+    """
+    if fault not in FAULTS:
+        raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
+    build_tiny_model(dest, source="none", hidden=hidden)
+    initializers = [
+        numpy_helper.from_array(np.ones((1, 1, hidden), dtype=np.float32), "ones"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
+        numpy_helper.from_array(np.array([3, 5, hidden], dtype=np.int64), "fixed"),
+    ]
+    node = helper.make_node
+    nodes = [
+        node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+        node("Unsqueeze", ["ids_f", "axis2"], ["column"]),
+        node("Add", ["column", "ones"], ["positive"]),
+    ]
+    if fault == "nan":
+        nodes += [node("Neg", ["positive"], ["negative"]), node("Sqrt", ["negative"], ["last_hidden_state"])]
+    else:
+        nodes += [node("Reshape", ["positive", "fixed"], ["last_hidden_state"])]
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [None, None, hidden])
+    graph = helper.make_graph(nodes, f"faulty_{fault}", inputs, [output], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    (dest / "onnx").mkdir(exist_ok=True)
+    onnx.save_model(model, dest / "onnx" / "model.onnx")
+    return dest

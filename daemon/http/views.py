@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from daemon.residency import Resident
+from daemon.inference.residency import Resident
 from modelstore.store import ModelRecord
 
 # Ollama's GGUF pooling_type enum (ml/nn/pooling): the number clients see in model_info.

@@ -1,8 +1,8 @@
 """OpenVINO inference for stored models: tokenize, run the network, pool.
 
 The engine never normalizes: /api/embed normalizes and /api/embeddings does not, so that choice belongs
-to the route. Everything here is blocking and runs on worker threads; OpenVINO and the tokenizer release
-the GIL while they work.
+to the embedding step (embed.py). Everything here is blocking and runs on worker threads; OpenVINO and
+the tokenizer release the GIL while they work.
 """
 
 from __future__ import annotations
@@ -16,23 +16,15 @@ import numpy as np
 import openvino as ov
 from tokenizers import Tokenizer
 
-from daemon.device import DeviceChoice, compile_config, pick_device
-from modelstore.convert import IR_NAME
-from modelstore.create import TOKENIZER_NAME
+from daemon.inference.device import DeviceChoice, compile_config, pick_device
+from daemon.inference.errors import ContextTooSmall, InputTooLong
+from modelstore.layout import IR_FILE, TOKENIZER_FILE
 from modelstore.store import ModelRecord
 
 log = logging.getLogger(__name__)
 
 # GPU kernels are compiled per shape; rounding the padded length keeps their number small.
 _GPU_PAD_MULTIPLE = 16
-
-
-class InputTooLong(ValueError):
-    """An input over the context length, with truncation switched off."""
-
-
-class ContextTooSmall(ValueError):
-    """A limit (a tiny `num_ctx`) that leaves no room for any text beside the special tokens."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +45,8 @@ class LoadedModel:
         self.spec = record.spec
         self.compiled = compiled
         self.device = device
-        self.tokenizer = Tokenizer.from_file(str(record.path / TOKENIZER_NAME))
+        # Read by Python, which lets go of the GIL while the disk is slow; from_file would hold it throughout.
+        self.tokenizer = Tokenizer.from_str((record.path / TOKENIZER_FILE).read_text(encoding="utf-8"))
         # The repo's tokenizer.json may carry its own truncation and padding (all-MiniLM: 128); the model's
         # context length rules instead, and padding is done per batch.
         self.tokenizer.no_truncation()
@@ -68,10 +61,6 @@ class LoadedModel:
     def slots(self) -> int:
         """How many batches the device runs at once, as OpenVINO advises for the compiled model."""
         return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-
-    @property
-    def size_bytes(self) -> int:
-        return self.record.size
 
     def _pad_id(self) -> int:
         padding = self.tokenizer.padding or {}
@@ -158,5 +147,5 @@ class Engine:
 
     def load(self, record: ModelRecord) -> LoadedModel:
         """Compile from the IR path, so OpenVINO's model cache can skip the compile next time."""
-        compiled = self.core.compile_model(str(record.path / IR_NAME), self.device.name, self.device.config)
+        compiled = self.core.compile_model(str(record.path / IR_FILE), self.device.name, self.device.config)
         return LoadedModel(record, compiled, self.device)

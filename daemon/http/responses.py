@@ -7,8 +7,6 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from daemon.errors import ApiError
-
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -25,17 +23,6 @@ class OpenAIJSON(OllamaJSON):
     """The OpenAI-compatible endpoints answer plain `application/json`."""
 
     media_type = "application/json"
-
-
-def ollama_error(error: ApiError) -> OllamaJSON:
-    return OllamaJSON({"error": error.message}, status_code=error.status)
-
-
-def openai_error(error: ApiError) -> OpenAIJSON:
-    """OpenAI's error form, typed by status as Ollama's middleware types it."""
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(error.status, "api_error")
-    body = {"error": {"message": error.message, "type": kind, "param": None, "code": None}}
-    return OpenAIJSON(body, status_code=error.status)
 
 
 def empty_ok() -> Response:

@@ -3,64 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx
 import orjson
 
+from daemon.cli.client import CliError, call, pull_events
+from daemon.cli.humanize import human_bytes, human_time, table
+from daemon.cli.progress import PullProgress
 from daemon.config import Settings
-from daemon.humanize import human_bytes, human_time, table
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
-class CliError(Exception):
-    """Printed as `Error: ...` with exit status 1, as the ollama CLI does."""
-
-
-def _client(settings: Settings) -> httpx.Client:
-    return httpx.Client(base_url=settings.listen.base_url, timeout=httpx.Timeout(600.0, connect=5.0))
-
-
-def _call(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    """One request to the daemon; any error answer becomes the daemon's own message."""
-    try:
-        with _client(settings) as client:
-            response = client.request(method, path, content=orjson.dumps(body) if body is not None else None)
-    except httpx.TransportError as exc:
-        raise CliError(
-            f"could not connect to ovembed at {settings.listen.base_url} ({exc}); is `ovembed serve` running?"
-        ) from exc
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        raise CliError(str(message))
-    return response
-
-
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from daemon.inference.device import DeviceError
+    from daemon.serve import serve
 
-    from daemon.app import create_app
-    from daemon.device import DeviceError
-    from daemon.services import Services
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # huggingface_hub's HTTP client logs every request at INFO; pulls report their own progress.
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
-        services = Services.start(settings)
+        serve(settings)
     except DeviceError as exc:
         raise CliError(str(exc)) from exc
-    host = settings.listen.host or "0.0.0.0"
-    uvicorn.run(create_app(services), host=host, port=settings.listen.port, log_level="info", access_log=False)
     return 0
 
 
@@ -84,7 +50,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    models = _call(settings, "GET", "/api/tags").json()["models"]
+    models = call(settings, "GET", "/api/tags").json()["models"]
     rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
     for m in models:
         modified = human_time(datetime.fromisoformat(m["modified_at"]))
@@ -94,7 +60,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
-    models = _call(settings, "GET", "/api/ps").json()["models"]
+    models = call(settings, "GET", "/api/ps").json()["models"]
     rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
     for m in models:
         processor = "100% GPU" if m["size_vram"] and m["size_vram"] == m["size"] else "100% CPU"
@@ -106,7 +72,7 @@ def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    info = _call(settings, "POST", "/api/show", {"model": args.name}).json()
+    info = call(settings, "POST", "/api/show", {"model": args.name}).json()
     model_info, details = info["model_info"], info["details"]
     arch = model_info["general.architecture"]
     model_rows = [
@@ -136,13 +102,13 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
     for name in args.names:
-        _call(settings, "DELETE", "/api/delete", {"model": name})
+        call(settings, "DELETE", "/api/delete", {"model": name})
         print(f"deleted '{name}'")
     return 0
 
 
 def cmd_cp(args: argparse.Namespace, settings: Settings) -> int:
-    _call(settings, "POST", "/api/copy", {"source": args.source, "destination": args.destination})
+    call(settings, "POST", "/api/copy", {"source": args.source, "destination": args.destination})
     print(f"copied '{args.source}' to '{args.destination}'")
     return 0
 
@@ -151,46 +117,20 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     body: dict[str, Any] = {"model": args.model, "input": args.texts, "truncate": not args.no_truncate}
     if args.dimensions:
         body["dimensions"] = args.dimensions
-    embeddings = _call(settings, "POST", "/api/embed", body).json()["embeddings"]
+    embeddings = call(settings, "POST", "/api/embed", body).json()["embeddings"]
     sys.stdout.buffer.write(orjson.dumps(embeddings) + b"\n")
     return 0
 
 
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     """Stream /api/pull into Ollama's progress display; an `error` line or a stream without `success` fails."""
-    from daemon.progress import PullProgress
-
-    base_url = settings.listen.base_url
     progress = PullProgress(sys.stderr, is_terminal=sys.stderr.isatty())
     succeeded = False
     try:
-        with (
-            httpx.Client(base_url=base_url, timeout=httpx.Timeout(None, connect=5.0)) as client,
-            client.stream("POST", "/api/pull", json={"model": args.name, "stream": True}) as response,
-        ):
-            if response.status_code >= 400:
-                response.read()
-                try:
-                    message = response.json().get("error", response.text)
-                except ValueError:
-                    message = response.text
-                raise CliError(str(message))
-            with progress.animated():
-                for line in response.iter_lines():
-                    if not line.strip():
-                        continue
-                    try:
-                        event = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        raise CliError(f"unexpected line from ovembed: {line!r}") from exc
-                    if "error" in event:
-                        raise CliError(str(event["error"]))
-                    progress.update(event)
-                    succeeded = succeeded or event.get("status") == "success"
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise CliError(f"could not connect to ovembed at {base_url} ({exc}); is `ovembed serve` running?") from exc
-    except httpx.TransportError as exc:
-        raise CliError(f"lost the connection to ovembed at {base_url} during the pull ({exc})") from exc
+        with progress.animated():
+            for event in pull_events(settings, args.name):
+                progress.update(event)
+                succeeded = succeeded or event.get("status") == "success"
     finally:
         progress.finish()
     if not succeeded:
@@ -243,7 +183,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

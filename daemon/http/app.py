@@ -1,4 +1,4 @@
-"""The Starlette application: routes, Ollama's 404/405 texts, the guard, and the shared services."""
+"""The Starlette application: routes, the guard, and one exception handler for every error answer."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from daemon import routes_api, routes_openai, routes_pull
-from daemon.guard import Guard
+from daemon.http import ollama, openai, pull
+from daemon.http.errors import HANDLED, answer
+from daemon.http.guard import Guard
 from daemon.services import Services
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def _routing_error(request: Request, exc: Exception) -> Response:
     """Gin's plain-text answers for an unknown path and a wrong method."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     text = {404: "404 page not found", 405: "405 method not allowed"}.get(status, str(exc))
@@ -35,9 +36,10 @@ def create_app(services: Services) -> Starlette:
         finally:
             await services.close()
 
+    handlers = {404: _routing_error, 405: _routing_error, Exception: answer, **dict.fromkeys(HANDLED, answer)}
     return Starlette(
-        routes=[*routes_api.ROUTES, *routes_pull.ROUTES, *routes_openai.ROUTES],
+        routes=[*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES],
         middleware=[Middleware(Guard, listen=settings.listen, extra_origins=settings.extra_origins)],
-        exception_handlers={404: _http_error, 405: _http_error},
+        exception_handlers=handlers,
         lifespan=lifespan,
     )

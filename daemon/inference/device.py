@@ -57,17 +57,17 @@ def pick_device(requested: str, available: Sequence[str], device_type: Callable[
     return wanted
 
 
-def compile_config(precision: str, hint: str, device: str = "CPU") -> dict[str, str]:
+def compile_config(precision: str, hint: str, device: str) -> dict[str, str]:
     """OpenVINO properties for OVEMBED_PRECISION and OVEMBED_PERFORMANCE_HINT.
 
     `auto` is fp32 on the CPU: OpenVINO's own CPU default is bf16 wherever the CPU has bf16 instructions,
     and in bf16 a text's vector drifts with the batch around it (cosine 0.99998 measured), which breaks
     the promise that batching changes nothing. On a GPU, `auto` leaves OpenVINO's fp16 default.
     """
-    key = precision.strip().lower() or "auto"
+    key = precision.strip().lower()
     if key not in _PRECISIONS:
         raise DeviceError(f"OVEMBED_PRECISION={precision} is not one of auto, fp32, bf16, fp16")
-    mode = hint.strip().upper() or "THROUGHPUT"
+    mode = hint.strip().upper()
     if mode not in _HINTS:
         raise DeviceError(f"OVEMBED_PERFORMANCE_HINT={hint} is not one of THROUGHPUT, LATENCY")
     config = {"PERFORMANCE_HINT": mode}

@@ -1,6 +1,7 @@
 """The continuous batcher: every embedding request's texts meet here and leave as well-shaped batches.
 
-Texts from all requests for a model wait in one pool, bucketed by token length. Each of the model's
+Each loaded model has one lane (owned by its resident entry in residency.py). Texts from all requests
+for the model wait in the lane's pool, bucketed by token length. Each of the model's
 inference slots (OpenVINO's optimal number of requests) takes a batch the moment it is free:
 - the batch is anchored on the next request in round-robin order, so a 5,000-text job and a one-text
   query take turns and the small one waits a batch or two, not the whole job;
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.engine import LoadedModel, TokenizedText
-from daemon.errors import Err
+from daemon.inference.engine import LoadedModel, TokenizedText
+from daemon.inference.errors import InferenceFailed
+from modelstore.convert import openvino_reason
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,10 @@ INLINE_TOKENIZE_CHARS = 4096
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """How large a batch may grow, and how many requests may wait before new ones are refused."""
+    """How large a batch may grow: padded tokens and texts."""
 
-    max_tokens: int = 8192
-    max_texts: int = 32
-    max_queue: int = 512
+    max_tokens: int
+    max_texts: int
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class EmbedResult:
 
 
 @dataclass(eq=False)
-class _Job:
+class Job:
     """One request's texts; finished when every text has its vector."""
 
     texts: list[TokenizedText]
@@ -78,7 +79,7 @@ class _Job:
 
 @dataclass(eq=False)
 class _Item:
-    job: _Job
+    job: Job
     index: int
     taken: bool = False
 
@@ -91,15 +92,15 @@ class _Item:
         return not self.taken and not self.job.cancelled
 
 
-class _Pool:
+class Pool:
     """Waiting texts of one model: by length for grouping, by request for round-robin fairness."""
 
     def __init__(self) -> None:
         self._buckets: dict[int, deque[_Item]] = {}
         self._lengths: list[int] = []
-        self._jobs: deque[tuple[_Job, deque[_Item]]] = deque()
+        self._jobs: deque[tuple[Job, deque[_Item]]] = deque()
 
-    def add(self, job: _Job) -> None:
+    def add(self, job: Job) -> None:
         items = [_Item(job, i) for i in sorted(range(len(job.texts)), key=lambda i: len(job.texts[i]))]
         for item in items:
             bucket = self._buckets.get(item.length)
@@ -177,20 +178,50 @@ class _Pool:
         return bool(self._jobs)
 
 
-class _Lane:
-    """One loaded model's pool and its inference slots, each a task that keeps one request in flight."""
+class Lane:
+    """One loaded model's pool and its inference slots, each a task that keeps one request in flight.
+
+    Made on the event loop when the model loads, closed when it unloads; requests reach it only through
+    the model's resident entry.
+    """
 
     def __init__(self, model: LoadedModel, limits: BatchLimits) -> None:
         self.model = model
         self.limits = limits
-        self.pool = _Pool()
+        self.pool = Pool()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=model.slots, thread_name_prefix="ovembed-infer")
         self._workers = [asyncio.create_task(self._work(slot)) for slot in range(model.slots)]
 
-    def add(self, job: _Job) -> None:
+    async def embed(self, texts: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
+        """Raw pooled vectors for `texts` in order. Cancelling the caller drops its waiting texts.
+
+        Raises InputTooLong for an over-long text when truncation is off, ContextTooSmall for a limit
+        with no room, and InferenceFailed when OpenVINO fails a batch.
+        """
+        model = self.model
+        if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
+            tokenized = model.tokenize(texts, limit, truncate)
+        else:
+            tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
+        if not tokenized:
+            return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
+        job = Job(
+            texts=tokenized,
+            future=asyncio.get_running_loop().create_future(),
+            vectors=np.empty((len(tokenized), model.spec.dimension), dtype=np.float32),
+            remaining=len(tokenized),
+        )
         self.pool.add(job)
         self._wake.set()
+        try:
+            vectors = await job.future
+        finally:
+            job.cancelled = True
+            # Cancelling this task cancels the future it awaits, so a cancelled request has a done future.
+            if job.remaining and (job.future.cancelled() or not job.future.done()):
+                log.info("dropped %d of %d texts of a cancelled request", job.remaining, len(tokenized))
+        return EmbedResult(vectors, sum(len(t) for t in tokenized))
 
     async def _work(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
@@ -204,8 +235,9 @@ class _Lane:
             try:
                 vectors = await loop.run_in_executor(self._executor, self.model.embed, slot, texts)
             except Exception as exc:  # a failed batch fails its requests, never the lane
+                failure = InferenceFailed(openvino_reason(exc))
                 for item in batch:
-                    item.job.fail(exc)
+                    item.job.fail(failure)
                 continue
             for item, vector in zip(batch, vectors, strict=True):
                 item.job.deliver(item.index, vector)
@@ -217,74 +249,3 @@ class _Lane:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class Batcher:
-    """The single way from the routes to the engine; owns the waiting texts of every loaded model."""
-
-    def __init__(self, limits: BatchLimits) -> None:
-        self.limits = limits
-        self._lanes: dict[LoadedModel, _Lane] = {}
-        self._pending = 0
-
-    @property
-    def pending(self) -> int:
-        """Requests admitted and not yet answered."""
-        return self._pending
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """A place in the queue for one request, held from before its model loads until it is answered.
-
-        Raises ApiError 503, Ollama's "server busy", past OLLAMA_MAX_QUEUE requests.
-        """
-        if self._pending >= self.limits.max_queue:
-            raise Err.SERVER_BUSY()
-        self._pending += 1
-        try:
-            yield
-        finally:
-            self._pending -= 1
-
-    async def embed(self, model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
-        """Vectors for `texts` in order. Cancelling the caller drops its waiting texts.
-
-        Raises InputTooLong for an over-long text when truncation is off.
-        """
-        if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-            tokenized = model.tokenize(texts, limit, truncate)
-        else:
-            tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
-        if not tokenized:
-            return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
-        job = _Job(
-            texts=tokenized,
-            future=asyncio.get_running_loop().create_future(),
-            vectors=np.empty((len(tokenized), model.spec.dimension), dtype=np.float32),
-            remaining=len(tokenized),
-        )
-        self._lane(model).add(job)
-        try:
-            vectors = await job.future
-        finally:
-            job.cancelled = True
-            # Cancelling this task cancels the future it awaits, so a cancelled request has a done future.
-            if job.remaining and (job.future.cancelled() or not job.future.done()):
-                log.info("dropped %d of %d texts of a cancelled request", job.remaining, len(tokenized))
-        return EmbedResult(vectors, sum(len(t) for t in tokenized))
-
-    def _lane(self, model: LoadedModel) -> _Lane:
-        lane = self._lanes.get(model)
-        if lane is None:
-            lane = self._lanes[model] = _Lane(model, self.limits)
-        return lane
-
-    async def release(self, model: LoadedModel) -> None:
-        """Stop a model's slots when it unloads; it has no waiting work by then."""
-        lane = self._lanes.pop(model, None)
-        if lane is not None:
-            await lane.close()
-
-    async def close(self) -> None:
-        for model in list(self._lanes):
-            await self.release(model)

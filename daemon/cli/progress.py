@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from daemon.humanize import human_bytes
+from daemon.cli.humanize import human_bytes
 
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 REDRAW_SECONDS = 0.1
@@ -68,7 +68,7 @@ class Spinner:
     started: float
     stopped: bool = False
 
-    def render(self, now: float, width: int) -> str:
+    def render(self, now: float) -> str:
         frame = None if self.stopped else int((now - self.started) / REDRAW_SECONDS + 1e-9)
         return spinner_line(self.status, frame)
 
@@ -100,7 +100,7 @@ class Bar:
         (first_time, first_value), (last_time, last_value) = self.samples[0], self.samples[-1]
         return (last_value - first_value) / (last_time - first_time) if last_time > first_time else 0.0
 
-    def render(self, now: float, width: int) -> str:
+    def render(self, width: int) -> str:
         return bar_line(self.label, self.total, self.completed, width, 0.0 if self.done else self.rate(), self.done)
 
 
@@ -201,13 +201,13 @@ class PullProgress:
             self._lines.append(bar)
         bar.set(completed, now)
         if not self._is_terminal:
-            self._log_bar(bar, now)
+            self._log_bar(bar)
 
-    def _log_bar(self, bar: Bar, now: float) -> None:
+    def _log_bar(self, bar: Bar) -> None:
         step = 4 if bar.done else min(int(bar.percent // 25), 3)
         if step > bar.printed_step:
             bar.printed_step = step
-            self._write(bar.render(now, self._columns()).rstrip() + "\n")
+            self._write(bar.render(self._columns()).rstrip() + "\n")
 
     def _redraw_if_due(self, now: float) -> None:
         due = self._last_draw is None or now - self._last_draw >= REDRAW_SECONDS - 1e-9
@@ -219,7 +219,8 @@ class PullProgress:
         parts = [HIDE_CURSOR] if self._last_draw is None else []
         parts.append(CURSOR_UP * max(self._drawn_lines - 1, 0) + LINE_START)
         # a line wider than the terminal would wrap and throw the cursor-up count off
-        parts.append("\n".join(line.render(now, columns)[: columns - 1] + ERASE_LINE for line in self._lines))
+        texts = (line.render(now) if isinstance(line, Spinner) else line.render(columns) for line in self._lines)
+        parts.append("\n".join(text[: columns - 1] + ERASE_LINE for text in texts))
         self._write("".join(parts))
         self._drawn_lines, self._last_draw = len(self._lines), now
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
-from daemon.errors import Err
+from daemon.http.errors import Err
 
 T = TypeVar("T")
 

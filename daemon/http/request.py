@@ -6,13 +6,13 @@ names the struct and field in its type errors; clients show those texts to peopl
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 
-from daemon.durations import DurationError, parse_go_duration
-from daemon.errors import Err
+from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
+from daemon.http.errors import Err
 
 _JSON_KINDS = {str: "string", bool: "bool", int: "number", float: "number", list: "array", dict: "object"}
 
@@ -61,9 +61,6 @@ class Fields:
         key = self._folded.get(name.casefold())
         return self.data[key] if key is not None else None
 
-    def present(self, name: str) -> bool:
-        return name in self.data or name.casefold() in self._folded
-
     def _type_error(self, name: str, value: Any, go_type: str) -> Exception:
         kind = _JSON_KINDS.get(type(value), "value")
         if kind == "number" and go_type == "int":
@@ -105,7 +102,10 @@ class Fields:
         return value
 
     def keep_alive(self, name: str = "keep_alive") -> float | None:
-        """Seconds, math.inf for "forever", or None when unset; Ollama's api.Duration rules."""
+        """Seconds, math.inf for "forever", or None when unset; Ollama's api.Duration rules.
+
+        A number past Go's longest duration means forever; such a string is Go's "invalid duration".
+        """
         value = self.raw(name)
         if value is None:
             return None
@@ -119,7 +119,7 @@ class Fields:
                 raise Err.KEEP_ALIVE_VALUE(detail=str(exc)) from None
         else:
             seconds = float(value)
-        return math.inf if seconds < 0 else seconds
+        return keep_alive_seconds(seconds)
 
 
 # Ollama's api.Options fields and the JSON kind each accepts (api/types.go, Options.FromMap).
@@ -186,3 +186,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
                 raise Err.OPTION_TYPE(key=key, kind="array of strings")
             checked[key] = value
     return checked
+
+
+async def read_fields(request: Request, struct: str) -> Fields:
+    """The request's JSON body as Fields, with Go's errors naming `api.<struct>`."""
+    return parse_body(await request.body(), struct)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -17,16 +18,17 @@ from typing import Any
 from modelstore.names import ModelName
 from modelstore.pull import PullCancelled, Puller, PullError, PullStatus
 
+log = logging.getLogger(__name__)
+
 # A slow reader skips progress updates rather than holding memory; the final message always gets through.
 _QUEUE_LIMIT = 256
 
 
 @dataclass(frozen=True)
 class PullOutcome:
-    """How a pull ended: an error message and its kind, or none for success."""
+    """How a pull ended: the error that stopped it, or none for success."""
 
-    error: str | None = None
-    kind: str = "failed"
+    error: PullError | PullCancelled | None = None
 
 
 def status_message(status: PullStatus) -> dict[str, Any]:
@@ -50,7 +52,7 @@ class _Job:
                 queue.put_nowait(message)
 
 
-class Pulls:
+class SharedPulls:
     """The daemon's pulls, keyed by model name without regard to case."""
 
     def __init__(self, puller: Puller) -> None:
@@ -96,12 +98,11 @@ class Pulls:
                     if not job.subscribers or job.cancel.is_set():
                         raise
             outcome = PullOutcome()
-        except PullCancelled:
-            outcome = PullOutcome("pull canceled", "canceled")
-        except PullError as exc:
-            outcome = PullOutcome(str(exc), exc.kind)
+        except (PullCancelled, PullError) as exc:
+            outcome = PullOutcome(exc)
         except Exception as exc:  # a bug must end the pull with a message, never hang its clients
-            outcome = PullOutcome(f"pull failed: {exc}")
+            log.exception("pull of %s failed", job.name.display)
+            outcome = PullOutcome(PullError(f"pull failed: {exc}"))
         finally:
             self._jobs.pop(job.name.key, None)
         job.publish(outcome)

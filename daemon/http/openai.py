@@ -1,25 +1,28 @@
 """OpenAI's /v1/embeddings and /v1/models, as Ollama's compatibility layer answers them.
 
 As in Ollama, only model, input, dimensions and encoding_format count: truncation is always on, and
-keep_alive and options are not read. The OpenAI SDK asks for base64 by default.
+keep_alive and options are not read. The OpenAI SDK asks for base64 by default. Errors take OpenAI's
+shape under /v1 (daemon/http/errors.py).
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from daemon import views
-from daemon.disconnect import unless_disconnected
-from daemon.embedding import context_limit, embed_texts
-from daemon.errors import ApiError, Err
-from daemon.payload import parse_body
-from daemon.responses import OpenAIJSON, openai_error
-from daemon.routes_api import find_record, get_only, installed, parse_embed_model, services_of
-from daemon.vectors import all_finite, shorten, to_base64
+from daemon.http import views
+from daemon.http.disconnect import unless_disconnected
+from daemon.http.errors import Err
+from daemon.http.lookup import find_record, installed, parse_embed_model, services_of
+from daemon.http.request import read_fields
+from daemon.http.responses import OpenAIJSON
+from daemon.http.routing import get_only
+from daemon.inference.embed import EmbedOptions
 from modelstore.names import InvalidName, parse_name
 
 _FORMATS = ("float", "base64")
@@ -36,30 +39,27 @@ def _inputs(value: Any) -> list[str]:
     raise Err.INVALID_INPUT_TYPE()
 
 
+def to_base64(vector: np.ndarray) -> str:
+    """OpenAI's base64 encoding: float32 little-endian bytes."""
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+
+
 async def embeddings(request: Request) -> Response:
     services = services_of(request)
-    try:
-        fields = parse_body(await request.body(), "EmbedRequest")
-        model_text = fields.string("model")
-        dimensions = fields.integer("dimensions")
-        encoding = fields.string("encoding_format") or "float"
-        if encoding.lower() not in _FORMATS:
-            raise Err.BAD_ENCODING_FORMAT(value=encoding)
-        texts = _inputs(fields.raw("input"))
-        name = parse_embed_model(model_text)
-        record = installed(services, name, Err.MODEL_NOT_FOUND_PULL, model_text)
-        limit = context_limit(record, 0)
-        work = embed_texts(services, record, texts, keep_alive=None, truncate=True, limit=limit)
-        result = await unless_disconnected(request, work)
-        vectors = shorten(result.vectors, dimensions)
-        if not all_finite(vectors):
-            raise Err.NAN_OUTPUT()
-    except ApiError as error:
-        return openai_error(error)
+    fields = await read_fields(request, "EmbedRequest")
+    model_text = fields.string("model")
+    dimensions = fields.integer("dimensions")
+    encoding = fields.string("encoding_format") or "float"
+    if encoding.lower() not in _FORMATS:
+        raise Err.BAD_ENCODING_FORMAT(value=encoding)
+    texts = _inputs(fields.raw("input"))
+    record = installed(services, parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
+    work = services.embedder.embed(record, texts, EmbedOptions(dimensions=dimensions))
+    result = await unless_disconnected(request, work)
     as_base64 = encoding.lower() == "base64"
     data = [
         {"object": "embedding", "embedding": to_base64(v) if as_base64 else v, "index": i}
-        for i, v in enumerate(vectors)
+        for i, v in enumerate(result.vectors)
     ]
     usage = {"prompt_tokens": result.token_count, "total_tokens": result.token_count}
     return OpenAIJSON({"object": "list", "data": data, "model": model_text, "usage": usage})
@@ -76,10 +76,10 @@ async def model(request: Request) -> Response:
     try:
         name = parse_name(model_id)
     except InvalidName:
-        name = None
-    record = find_record(services_of(request), name) if name is not None else None
+        raise Err.MODEL_NOT_FOUND(name=model_id) from None
+    record = find_record(services_of(request), name)
     if record is None:
-        return openai_error(Err.MODEL_NOT_FOUND(name=model_id))
+        raise Err.MODEL_NOT_FOUND(name=model_id)
     return OpenAIJSON(views.openai_model(record, model_id))
 
 

@@ -1,0 +1,121 @@
+"""Every error answer, in one table: what the edge finds wrong with a request, and what layers below raise.
+
+Clients only read the `error` string, but people read it too, and Chroma's tests match on
+`model "X" not found`, so the wording follows Ollama's current release. The edge raises `Err` rows
+itself; exceptions from inference and the store are mapped once, here, by class. Routes need no
+`try/except`: Starlette calls `answer` for `ApiError`, every class in `RAISED`, and any other exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from daemon.http.responses import OllamaJSON, OpenAIJSON
+from daemon.inference.errors import (
+    ContextTooSmall,
+    InferenceFailed,
+    InputTooLong,
+    ModelDeleted,
+    ModelLoadFailed,
+    NonFiniteEmbedding,
+    QueueFull,
+)
+from modelstore.pull import HubUnreachable, PullCancelled, PullError, PullNotFound, PullUnsupported
+
+
+class ApiError(Exception):
+    """An answer to the client: a status and a message for `{"error": ...}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One row of the table: a status and a message template; call it with the template's fields."""
+
+    status: int
+    template: str
+
+    def __call__(self, **fields: object) -> ApiError:
+        return ApiError(self.status, self.template.format(**fields))
+
+
+class Err:
+    """What the edge itself finds wrong with a request, as Ollama answers it."""
+
+    MISSING_BODY = Reply(400, "missing request body")
+    BAD_JSON = Reply(400, "{detail}")  # Go's decoder text, e.g. `unexpected EOF`
+    MODEL_REQUIRED = Reply(400, "model is required")
+    INVALID_MODEL_NAME = Reply(400, "invalid model name")
+    NAME_INVALID = Reply(400, 'name "{name}" is invalid')
+    SOURCE_INVALID = Reply(400, 'source "{name}" is invalid')
+    DESTINATION_INVALID = Reply(400, 'destination "{name}" is invalid')
+    INVALID_INPUT_TYPE = Reply(400, "invalid input type")
+    INVALID_INPUT = Reply(400, "invalid input")
+    BAD_ENCODING_FORMAT = Reply(
+        400, "Invalid value for 'encoding_format' = {value}. Supported values: ['float', 'base64']."
+    )
+    KEEP_ALIVE_TYPE = Reply(400, "Unsupported type: '{type}'")
+    KEEP_ALIVE_VALUE = Reply(400, "{detail}")  # Go's time.ParseDuration text
+    OPTION_TYPE = Reply(400, 'option "{key}" must be of type {kind}')
+    MODEL_EMPTY_NOT_FOUND = Reply(404, "model '' not found")
+    MODEL_NOT_FOUND_PULL = Reply(404, 'model "{name}" not found, try pulling it first')
+    MODEL_NOT_FOUND_QUOTED = Reply(404, "model '{name}' not found")
+    MODEL_NOT_FOUND = Reply(404, 'model "{name}" not found')
+    REQUEST_CANCELED = Reply(499, "request canceled")
+
+
+# Exceptions raised below the edge, each mapped once; fields come from the exception's attributes, and
+# `{message}` is its own text. Looked up along the class's MRO, so a subclass row wins over its base.
+RAISED: dict[type[Exception], Reply] = {
+    QueueFull: Reply(503, "server busy, please try again.  maximum pending requests exceeded"),
+    InputTooLong: Reply(400, "the input length exceeds the context length"),
+    ContextTooSmall: Reply(400, "input after truncation exceeds maximum context length"),
+    NonFiniteEmbedding: Reply(400, "embedding contains NaN or Inf values"),
+    ModelDeleted: Reply(404, 'model "{name}" not found, try pulling it first'),
+    ModelLoadFailed: Reply(500, "failed to load model {name}: {reason}"),
+    InferenceFailed: Reply(500, "inference failed: {reason}"),
+    # Ollama answers a failed non-streamed pull with the error's own status.
+    PullNotFound: Reply(404, "{message}"),
+    PullUnsupported: Reply(400, "{message}"),
+    HubUnreachable: Reply(502, "{message}"),
+    PullError: Reply(500, "{message}"),
+    PullCancelled: Reply(499, "pull canceled"),
+}
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """The answer for any exception: its row, or a 500 that says what broke (a bug: uvicorn logs its traceback)."""
+    if isinstance(exc, ApiError):
+        return exc
+    for cls in type(exc).__mro__:
+        reply = RAISED.get(cls)
+        if reply is not None:
+            return reply(message=str(exc), **vars(exc))
+    return ApiError(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def ollama_error(error: ApiError) -> OllamaJSON:
+    return OllamaJSON({"error": error.message}, status_code=error.status)
+
+
+def openai_error(error: ApiError) -> OpenAIJSON:
+    """OpenAI's error form, typed by status as Ollama's middleware types it."""
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(error.status, "api_error")
+    body = {"error": {"message": error.message, "type": kind, "param": None, "code": None}}
+    return OpenAIJSON(body, status_code=error.status)
+
+
+async def answer(request: Request, exc: Exception) -> Response:
+    """The exception handler: Ollama's `{"error": ...}`, or OpenAI's shape under /v1."""
+    error = as_api_error(exc)
+    return openai_error(error) if request.url.path.startswith("/v1/") else ollama_error(error)
+
+
+HANDLED: tuple[type[Exception], ...] = (ApiError, *RAISED)

@@ -1,0 +1,47 @@
+"""From a name in a request to a stored model, with each endpoint's own texts for a bad or missing name."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from daemon.http.errors import Err, Reply
+from daemon.http.request import Fields
+from daemon.services import Services
+from modelstore.names import InvalidName, ModelName, parse_name
+from modelstore.store import ModelRecord
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def parse_model(text: str, *, empty: Reply, invalid: Reply) -> ModelName:
+    """A name from a request; each endpoint has its own errors for an empty and a malformed one."""
+    if not text.strip():
+        raise empty(name=text)
+    try:
+        return parse_name(text)
+    except InvalidName:
+        raise invalid(name=text) from None
+
+
+def parse_embed_model(text: str) -> ModelName:
+    """The embedding endpoints' rules: `model '' not found` for no name, `invalid model name` for a bad one."""
+    return parse_model(text, empty=Err.MODEL_EMPTY_NOT_FOUND, invalid=Err.INVALID_MODEL_NAME)
+
+
+def find_record(services: Services, name: ModelName) -> ModelRecord | None:
+    """Installed models only; `:cloud` names go to ollama.com in Ollama, and ovembed has no cloud."""
+    return None if name.is_cloud else services.store.get(name)
+
+
+def installed(services: Services, name: ModelName, missing: Reply, shown: str) -> ModelRecord:
+    record = find_record(services, name)
+    if record is None:
+        raise missing(name=shown)
+    return record
+
+
+def name_field(fields: Fields) -> str:
+    """Old ollama-python and ollama-js send `name` where current clients send `model`."""
+    return fields.string("model") or fields.string("name")

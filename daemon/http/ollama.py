@@ -1,0 +1,150 @@
+"""Ollama's native endpoints: parse and validate as Ollama does, call the layer below, answer in Ollama's JSON.
+
+Errors are raised, never answered here: daemon/http/errors.py turns each into Ollama's status and text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from daemon.http import views
+from daemon.http.disconnect import unless_disconnected
+from daemon.http.errors import Err
+from daemon.http.lookup import installed, name_field, parse_embed_model, parse_model, services_of
+from daemon.http.request import Fields, check_options, read_fields
+from daemon.http.responses import OllamaJSON, empty_ok
+from daemon.http.routing import get_only
+from daemon.inference.embed import EmbedOptions
+from daemon.services import Services
+from modelstore.store import ModelRecord
+
+OLLAMA_VERSION = "0.12.10"
+
+
+def embed_inputs(value: Any) -> list[str]:
+    """Ollama's `input`: a string, a list of strings, or nothing; `""` and `[]` mean "just load"."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise Err.INVALID_INPUT_TYPE()
+
+
+async def embed(request: Request) -> Response:
+    started = time.perf_counter()
+    services = services_of(request)
+    fields = await read_fields(request, "EmbedRequest")
+    model_text = fields.string("model")
+    truncate = fields.boolean("truncate")
+    dimensions = fields.integer("dimensions")
+    keep_alive = fields.keep_alive()
+    options = fields.options()
+    # Ollama's order: the name's grammar, then the input's type, then whether the model is installed.
+    name = parse_embed_model(model_text)
+    texts = embed_inputs(fields.raw("input"))
+    record = installed(services, name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    asked = EmbedOptions(keep_alive, truncate is not False, check_options(options).get("num_ctx", 0), dimensions)
+    result = await unless_disconnected(request, services.embedder.embed(record, texts, asked))
+    if not texts:
+        return OllamaJSON({"model": model_text, "embeddings": []})
+    body: dict[str, Any] = {"model": model_text, "embeddings": result.vectors}
+    body["total_duration"] = int((time.perf_counter() - started) * 1e9)
+    if result.load_seconds > 0:
+        body["load_duration"] = int(result.load_seconds * 1e9)
+    if result.token_count:
+        body["prompt_eval_count"] = result.token_count
+    return OllamaJSON(body)
+
+
+async def embeddings(request: Request) -> Response:
+    """The legacy endpoint: one prompt, raw (not normalized) float64 values, `model is required` for bad names.
+
+    Over-long prompts are truncated to the context, as sentence-transformers and older Ollama runners did;
+    Ollama's current release answers them with a 500 instead.
+    """
+    services = services_of(request)
+    fields = await read_fields(request, "EmbeddingRequest")
+    model_text = fields.string("model")
+    prompt = fields.string("prompt")
+    keep_alive = fields.keep_alive()
+    options = check_options(fields.options())
+    name = parse_model(model_text, empty=Err.MODEL_REQUIRED, invalid=Err.MODEL_REQUIRED)
+    record = installed(services, name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    texts = [prompt] if prompt else []
+    asked = EmbedOptions(keep_alive, truncate=True, num_ctx=options.get("num_ctx", 0), normalize=False)
+    result = await unless_disconnected(request, services.embedder.embed(record, texts, asked))
+    if not texts:
+        return OllamaJSON({"embedding": []})
+    return OllamaJSON({"embedding": result.vectors[0].astype(np.float64)})
+
+
+def named_model(services: Services, fields: Fields) -> ModelRecord:
+    """/api/show and /api/delete: `model is required`, `name "X" is invalid`, `model 'X:latest' not found`."""
+    name = parse_model(name_field(fields), empty=Err.MODEL_REQUIRED, invalid=Err.NAME_INVALID)
+    return installed(services, name, Err.MODEL_NOT_FOUND_QUOTED, name.display)
+
+
+async def tags(request: Request) -> Response:
+    if request.method == "HEAD":
+        return OllamaJSON(None)
+    records = services_of(request).store.list()
+    return OllamaJSON({"models": [views.tag_item(r) for r in records]})
+
+
+async def show(request: Request) -> Response:
+    record = named_model(services_of(request), await read_fields(request, "ShowRequest"))
+    return OllamaJSON(views.show(record))
+
+
+async def ps(request: Request) -> Response:
+    services = services_of(request)
+    on_gpu = services.engine.device.is_gpu
+    return OllamaJSON({"models": [views.ps_item(r, on_gpu) for r in services.residency.running()]})
+
+
+async def delete(request: Request) -> Response:
+    services = services_of(request)
+    record = named_model(services, await read_fields(request, "DeleteRequest"))
+    services.store.delete(record)
+    services.residency.retire(record)
+    return empty_ok()
+
+
+async def copy(request: Request) -> Response:
+    services = services_of(request)
+    fields = await read_fields(request, "CopyRequest")
+    source_text, destination_text = fields.string("source"), fields.string("destination")
+    source = parse_model(source_text, empty=Err.SOURCE_INVALID, invalid=Err.SOURCE_INVALID)
+    destination = parse_model(destination_text, empty=Err.DESTINATION_INVALID, invalid=Err.DESTINATION_INVALID)
+    record = installed(services, source, Err.MODEL_NOT_FOUND, source_text)
+    services.store.copy(record, destination)
+    return empty_ok()
+
+
+async def version(request: Request) -> Response:
+    return OllamaJSON({"version": OLLAMA_VERSION})
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("Ollama is running")
+
+
+ROUTES = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/api/version", version, methods=["GET", "HEAD"]),
+    Route("/api/embed", embed, methods=["POST"]),
+    Route("/api/embeddings", embeddings, methods=["POST"]),
+    Route("/api/tags", tags, methods=["GET", "HEAD"]),
+    Route("/api/show", show, methods=["POST"]),
+    get_only("/api/ps", ps),
+    Route("/api/delete", delete, methods=["DELETE"]),
+    Route("/api/copy", copy, methods=["POST"]),
+]

@@ -1,0 +1,47 @@
+"""What can go wrong between a request's texts and its vectors, said as what happened.
+
+The HTTP edge maps each class to Ollama's status and text (daemon/http/errors.py); nothing here knows them.
+"""
+
+from __future__ import annotations
+
+
+class QueueFull(Exception):
+    """OLLAMA_MAX_QUEUE requests are already waiting."""
+
+
+class InputTooLong(ValueError):
+    """An input over the context length, with truncation switched off."""
+
+
+class ContextTooSmall(ValueError):
+    """A limit (a tiny `num_ctx`) that leaves no room for any text beside the special tokens."""
+
+
+class NonFiniteEmbedding(ValueError):
+    """The network produced NaN or infinity for some text."""
+
+
+class ModelDeleted(LookupError):
+    """The model was deleted while the request waited for it to load."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} was deleted")
+        self.name = name
+
+
+class ModelLoadFailed(RuntimeError):
+    """OpenVINO or the tokenizer could not load a stored model."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"failed to load model {name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class InferenceFailed(RuntimeError):
+    """A batch failed inside OpenVINO; the request is not at fault."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"inference failed: {reason}")
+        self.reason = reason

@@ -1,0 +1,169 @@
+"""Which models are loaded, for how long: Ollama's keep_alive, without Ollama's one-request-at-a-time runner.
+
+A model loads on first use. Its keep_alive clock starts when its last request finishes: `0` unloads it
+then, a negative value keeps it for good, and the default comes from OLLAMA_KEEP_ALIVE. Each loaded model
+owns its batching lane: the lane is made with the resident entry and closed when the entry goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from daemon.inference.batcher import BatchLimits, Lane
+from daemon.inference.engine import Engine, LoadedModel
+from daemon.inference.errors import ModelDeleted, ModelLoadFailed
+from modelstore.convert import openvino_reason
+from modelstore.store import ModelRecord, ModelStore
+
+# A keep_alive this long is "forever": far enough ahead to read so, near enough for every client's date parser.
+FOREVER_SECONDS = 100 * 365 * 86400.0
+
+_Key = tuple[tuple[str, str, str, str], str]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).astimezone()
+
+
+@dataclass(eq=False)
+class Resident:
+    """A loaded model with its lane, its users and its expiry."""
+
+    record: ModelRecord
+    lane: Lane
+    keep_alive: float
+    users: int = 0
+    expires_at: datetime = field(default_factory=_now)
+    timer: asyncio.TimerHandle | None = None
+    retired: bool = False  # deleted from the store: unload as soon as the last request ends
+
+    @property
+    def forever(self) -> bool:
+        return self.keep_alive >= FOREVER_SECONDS
+
+    def touch(self) -> None:
+        self.expires_at = _now() + timedelta(seconds=min(self.keep_alive, FOREVER_SECONDS))
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _key(record: ModelRecord) -> _Key:
+    """A name re-created with new content is a different model; the old one unloads when idle."""
+    return record.name.key, record.digest
+
+
+class Residency:
+    """Loads, shares and unloads models; the only owner of loaded models and their lanes."""
+
+    def __init__(self, engine: Engine, store: ModelStore, limits: BatchLimits, default_keep_alive: float) -> None:
+        self.engine = engine
+        self.store = store
+        self.limits = limits
+        self.default_keep_alive = default_keep_alive
+        self._residents: dict[_Key, Resident] = {}
+        self._loading: dict[_Key, asyncio.Task[LoadedModel]] = {}
+        self._unloading: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def use(self, record: ModelRecord, keep_alive: float | None) -> AsyncIterator[tuple[Lane, float]]:
+        """The model's lane and the seconds this call spent loading it; the keep_alive clock starts on exit.
+
+        Raises ModelLoadFailed when the model cannot be loaded, ModelDeleted when it was deleted meanwhile.
+        """
+        started = time.perf_counter()
+        resident = await self._acquire(record)
+        load_seconds = time.perf_counter() - started
+        # As Ollama's scheduler: a request that sends no keep_alive keeps the one in force.
+        if keep_alive is not None:
+            resident.keep_alive = keep_alive
+        try:
+            yield resident.lane, load_seconds
+        finally:
+            self._release(resident)
+
+    async def _acquire(self, record: ModelRecord) -> Resident:
+        key = _key(record)
+        resident = self._residents.get(key)
+        if resident is None:
+            task = self._loading.get(key)
+            if task is None:
+                task = self._loading[key] = asyncio.create_task(self._load(record))
+            try:
+                model = await asyncio.shield(task)
+            except (ModelLoadFailed, ModelDeleted):
+                self._loading.pop(key, None)
+                raise
+            self._loading.pop(key, None)
+            resident = self._residents.get(key)
+            if resident is None:
+                # A delete may land between the load and this line; the store says whether the name still holds.
+                if not self.store.holds(record):
+                    raise ModelDeleted(record.name.display)
+                resident = Resident(record, Lane(model, self.limits), self.default_keep_alive)
+                self._residents[key] = resident
+                resident.touch()
+        resident.stop_timer()
+        resident.users += 1
+        return resident
+
+    async def _load(self, record: ModelRecord) -> LoadedModel:
+        try:
+            return await asyncio.to_thread(self.engine.load, record)
+        except Exception as exc:
+            if not self.store.holds(record):
+                raise ModelDeleted(record.name.display) from exc
+            raise ModelLoadFailed(record.name.display, openvino_reason(exc)) from exc
+
+    def _release(self, resident: Resident) -> None:
+        resident.users -= 1
+        resident.touch()
+        if resident.users > 0:
+            return
+        if resident.retired:
+            self._unload(resident)
+        elif not resident.forever:
+            loop = asyncio.get_running_loop()
+            resident.timer = loop.call_later(max(0.0, resident.keep_alive), self._expire, resident)
+
+    def _expire(self, resident: Resident) -> None:
+        resident.timer = None
+        if resident.users == 0:
+            self._unload(resident)
+
+    def _unload(self, resident: Resident) -> None:
+        """Forget the model now and close its lane in a task that close() waits for."""
+        key = _key(resident.record)
+        if self._residents.get(key) is resident:
+            del self._residents[key]
+        resident.stop_timer()
+        task = asyncio.get_running_loop().create_task(resident.lane.close())
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    def running(self) -> list[Resident]:
+        """Loaded models, the longest time left first, as Ollama's /api/ps sorts them."""
+        return sorted(self._residents.values(), key=lambda r: r.expires_at, reverse=True)
+
+    def retire(self, record: ModelRecord) -> None:
+        """A deleted model leaves /api/ps at once; an idle one unloads now, a busy one after its last request."""
+        for resident in [r for r in self._residents.values() if r.record.name.key == record.name.key]:
+            del self._residents[_key(resident.record)]
+            resident.retired = True
+            if resident.users == 0:
+                self._unload(resident)
+
+    async def close(self) -> None:
+        for task in self._loading.values():
+            task.cancel()
+        for resident in list(self._residents.values()):
+            self._unload(resident)
+        await asyncio.gather(*self._loading.values(), *self._unloading, return_exceptions=True)
+        self._loading.clear()

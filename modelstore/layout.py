@@ -1,0 +1,97 @@
+"""Where everything lives: the store's folders, a stored model's files, and the files a repo may offer.
+
+Every path and candidate-file list is written here once; the store, create, convert, the pull planner and
+the engine ask this module instead of spelling names of their own.
+
+The store, under its root:
+    blobs/sha256-<hex>/                              a finished model folder, named by its content digest
+    manifests/<host>/<namespace>/<model>/<tag>.json  what a name points at, with its spec
+    staging/<pid>-<random>/                          work in progress; never read, swept when its process is gone
+    downloads/                                       huggingface_hub's cache of files a pull has fetched
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from modelstore.names import ModelName
+
+# A stored model folder holds exactly these two files.
+IR_FILE = "openvino_model.xml"
+TOKENIZER_FILE = "tokenizer.json"
+
+# A repo's networks, in order of preference: its own IR needs no conversion at all, then its ONNX export.
+REPO_IR_FILES = (
+    ("openvino/openvino_model.xml", "openvino/openvino_model.bin"),
+    ("openvino_model.xml", "openvino_model.bin"),
+)
+REPO_ONNX_FILES = ("onnx/model.onnx", "model.onnx")
+REPO_NETWORKS = (*(xml for xml, _ in REPO_IR_FILES), *REPO_ONNX_FILES)
+# Repos like bge-m3 put a tokenizer of their own beside the ONNX graph.
+REPO_TOKENIZERS = ("tokenizer.json", "onnx/tokenizer.json")
+# Sentence-transformers' configs and the tokenizer's, at the repo root.
+REPO_CONFIGS = frozenset(
+    {
+        "config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
+)
+
+
+def is_repo_config(path: str) -> bool:
+    """A config a model needs besides its network: root configs, a Pooling module's, a tokenizer beside ONNX."""
+    parts = PurePosixPath(path).parts
+    if len(parts) == 1:
+        return parts[0] in REPO_CONFIGS
+    pooling_config = len(parts) == 2 and parts[1] == "config.json" and "Pooling" in parts[0]
+    return pooling_config or path in REPO_TOKENIZERS
+
+
+def first_present(folder: Path, candidates: tuple[str, ...]) -> Path | None:
+    """The first candidate that is a file under `folder`."""
+    return next((folder / c for c in candidates if (folder / c).is_file()), None)
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """The folders of one store root."""
+
+    root: Path
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    def blob(self, digest: str) -> Path:
+        return self.blobs / f"sha256-{digest}"
+
+    def manifest(self, name: ModelName) -> Path:
+        host, namespace, model, tag = name.path_parts
+        return self.manifests / host / namespace / model / f"{tag}.json"
+
+    def manifest_files(self) -> list[Path]:
+        if not self.manifests.is_dir():
+            return []
+        return [p for p in self.manifests.glob("*/*/*/*.json") if p.is_file()]
+
+    def repo_download(self, repo: str) -> Path:
+        """huggingface_hub's cache folder for one repo."""
+        return self.downloads / f"models--{repo.replace('/', '--')}"

@@ -1,0 +1,290 @@
+"""The error table in process: every row reached through the real app, with Ollama's status and text.
+
+Starlette's TestClient drives the real app (real OpenVINO, real store, real tokenizers) without a socket,
+so each row of daemon/http/errors.py costs milliseconds. The few rows that need a socket (a client that
+hangs up, a delete racing a load) or a hub are named in SOCKET_ONLY with the test that reaches them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from daemon.config import Settings, parse_host
+from daemon.http.app import create_app
+from daemon.http.errors import RAISED, Err, Reply
+from daemon.services import Services
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.store import ModelStore
+from tests.contract import NATIVE_JSON
+from tests.tinymodel import build_faulty_model
+
+LONG_TEXT = " ".join(["water"] * 200)
+BAD_HOST = "h" * 300 + "/ns/model"
+
+
+def _settings(root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "listen": parse_host("127.0.0.1:11434"),
+        "models_dir": root / "models",
+        "cache_dir": root / "cache",
+        "precision": "fp32",
+        "hf_endpoint": "http://127.0.0.1:9",  # nothing listens there: the hub is unreachable
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    """A store with a sound model, two that misbehave at inference, and one whose network is damaged."""
+    root = tmp_path_factory.mktemp("error-table")
+    store = ModelStore(root / "models")
+    create_from_folder(store, parse_name("tiny"), tiny_dir)
+    for fault in ("nan", "fixed-shape"):
+        create_from_folder(store, parse_name(f"faulty-{fault}"), build_faulty_model(root / fault, fault))
+    damaged = create_from_folder(store, parse_name("damaged"), shutil.copytree(tiny_dir, root / "damaged"))
+    (damaged.path / "openvino_model.xml").write_text("<net>this is not a network</net>")
+    return root
+
+
+def _client(root: Path, **overrides: Any) -> Iterator[TestClient]:
+    app = create_app(Services.start(_settings(root, **overrides)))
+    with TestClient(app, base_url="http://127.0.0.1:11434", raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(store_root: Path) -> Iterator[TestClient]:
+    yield from _client(store_root)
+
+
+@pytest.fixture(scope="module")
+def full_client(store_root: Path) -> Iterator[TestClient]:
+    """A daemon whose queue holds no request at all."""
+    yield from _client(store_root, max_queue=0)
+
+
+def every_row() -> set[str]:
+    """The table's rows by name: each `Err` attribute, and each exception class mapped in `RAISED`."""
+    return {name for name, value in vars(Err).items() if isinstance(value, Reply)} | {c.__name__ for c in RAISED}
+
+
+# Each row, and one request that must reach it: (row, method, path, body as bytes or JSON, status, text).
+CASES: list[tuple[str, str, str, Any, int, str]] = [
+    ("MISSING_BODY", "POST", "/api/embed", b"", 400, "missing request body"),
+    ("BAD_JSON", "POST", "/api/embed", b'{"model": "tiny"', 400, "unexpected EOF"),
+    ("MODEL_REQUIRED", "POST", "/api/embeddings", {"model": "", "prompt": "x"}, 400, "model is required"),
+    ("INVALID_MODEL_NAME", "POST", "/api/embed", {"model": "bad name!"}, 400, "invalid model name"),
+    ("NAME_INVALID", "POST", "/api/show", {"model": "bad name!"}, 400, 'name "bad name!" is invalid'),
+    ("SOURCE_INVALID", "POST", "/api/copy", {"source": "", "destination": "x"}, 400, 'source "" is invalid'),
+    (
+        "DESTINATION_INVALID",
+        "POST",
+        "/api/copy",
+        {"source": "tiny", "destination": "a/b/c/d"},
+        400,
+        'destination "a/b/c/d" is invalid',
+    ),
+    ("INVALID_INPUT_TYPE", "POST", "/api/embed", {"model": "tiny", "input": [1, 2]}, 400, "invalid input type"),
+    ("INVALID_INPUT", "POST", "/v1/embeddings", {"model": "tiny"}, 400, "invalid input"),
+    (
+        "BAD_ENCODING_FORMAT",
+        "POST",
+        "/v1/embeddings",
+        {"model": "tiny", "input": "x", "encoding_format": "int8"},
+        400,
+        "Invalid value for 'encoding_format' = int8. Supported values: ['float', 'base64'].",
+    ),
+    ("KEEP_ALIVE_TYPE", "POST", "/api/embed", {"model": "tiny", "keep_alive": True}, 400, "Unsupported type: 'bool'"),
+    (
+        "KEEP_ALIVE_VALUE",
+        "POST",
+        "/api/embed",
+        {"model": "tiny", "keep_alive": "abc"},
+        400,
+        'time: invalid duration "abc"',
+    ),
+    (
+        "OPTION_TYPE",
+        "POST",
+        "/api/embed",
+        {"model": "tiny", "input": "x", "options": {"num_ctx": "x"}},
+        400,
+        'option "num_ctx" must be of type integer',
+    ),
+    ("MODEL_EMPTY_NOT_FOUND", "POST", "/api/embed", {"model": ""}, 404, "model '' not found"),
+    (
+        "MODEL_NOT_FOUND_PULL",
+        "POST",
+        "/api/embed",
+        {"model": "nope", "input": "x"},
+        404,
+        'model "nope" not found, try pulling it first',
+    ),
+    ("MODEL_NOT_FOUND_QUOTED", "POST", "/api/show", {"model": "nope"}, 404, "model 'nope:latest' not found"),
+    ("MODEL_NOT_FOUND", "POST", "/api/copy", {"source": "nope", "destination": "x"}, 404, 'model "nope" not found'),
+    (
+        "InputTooLong",
+        "POST",
+        "/api/embed",
+        {"model": "tiny", "input": LONG_TEXT, "truncate": False},
+        400,
+        "the input length exceeds the context length",
+    ),
+    (
+        "ContextTooSmall",
+        "POST",
+        "/api/embed",
+        {"model": "tiny", "input": "water", "options": {"num_ctx": 2}},
+        400,
+        "input after truncation exceeds maximum context length",
+    ),
+    (
+        "NonFiniteEmbedding",
+        "POST",
+        "/api/embed",
+        {"model": "faulty-nan", "input": "water"},
+        400,
+        "embedding contains NaN or Inf values",
+    ),
+    (
+        "ModelLoadFailed",
+        "POST",
+        "/api/embed",
+        {"model": "damaged", "input": "water"},
+        500,
+        "failed to load model damaged:latest: ",  # then OpenVINO's own first line
+    ),
+    (
+        "InferenceFailed",
+        "POST",
+        "/api/embed",
+        {"model": "faulty-fixed-shape", "input": "water"},
+        500,
+        "inference failed: ",  # then OpenVINO's own first line
+    ),
+    (
+        "PullNotFound",
+        "POST",
+        "/api/pull",
+        {"model": "no-such-embedder", "stream": False},
+        404,
+        "pull model manifest: file does not exist: ovembed does not know no-such-embedder:latest; ",
+    ),
+    (
+        "PullUnsupported",
+        "POST",
+        "/api/pull",
+        {"model": "embeddinggemma", "stream": False},
+        400,
+        "embeddinggemma:latest cannot be served yet: ",
+    ),
+    (
+        "HubUnreachable",
+        "POST",
+        "/api/pull",
+        {"model": "all-minilm", "stream": False},
+        502,
+        "the connection to Hugging Face broke while fetching hf.co/sentence-transformers/all-MiniLM-L6-v2 ",
+    ),
+]
+# Rows that need what an in-process client cannot do, and the tests that reach them over a socket.
+SOCKET_ONLY = {
+    "REQUEST_CANCELED": "tests/test_load.py::test_clients_that_hang_up_have_their_texts_dropped",
+    "ModelDeleted": "tests/test_api_models.py::test_a_delete_during_a_load_answers_404_and_unloads",
+    "PullCancelled": "tests/test_pull.py::test_a_client_that_leaves_cancels_the_pull",
+    "PullError": "tests/test_pull.py::test_a_hub_500_fails_the_pull_and_the_retry_fetches_only_the_rest",
+}
+
+
+def _send(client: TestClient, method: str, path: str, body: Any) -> Any:
+    content = body if isinstance(body, bytes) else None
+    return client.request(method, path, content=content, json=None if content is not None else body)
+
+
+def test_every_row_is_reached_here_or_named_with_its_socket_test() -> None:
+    covered = {case[0] for case in CASES} | {"QueueFull"}  # QueueFull: test_a_full_queue_answers_503 below
+    assert covered.isdisjoint(SOCKET_ONLY)
+    assert covered | set(SOCKET_ONLY) == every_row()
+
+
+@pytest.mark.parametrize(("row", "method", "path", "body", "status", "text"), CASES, ids=[c[0] for c in CASES])
+def test_each_row_answers_ollamas_status_and_text(
+    client: TestClient, row: str, method: str, path: str, body: Any, status: int, text: str
+) -> None:
+    response = _send(client, method, path, body)
+    assert response.status_code == status, response.text
+    if path.startswith("/v1/"):
+        error = response.json()["error"]
+        assert response.headers["content-type"] == "application/json"
+        assert error["type"] == {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+        message = error["message"]
+    else:
+        assert response.headers["content-type"] == NATIVE_JSON
+        assert list(response.json()) == ["error"]
+        message = response.json()["error"]
+    assert message == text if not text.endswith(" ") else message.startswith(text) and len(message) > len(text)
+
+
+def test_a_full_queue_answers_503(full_client: TestClient) -> None:
+    response = full_client.post("/api/embed", json={"model": "tiny", "input": "water"})
+    assert response.status_code == 503
+    assert response.json() == {"error": "server busy, please try again.  maximum pending requests exceeded"}
+
+
+def test_a_damaged_model_does_not_harm_the_others(client: TestClient) -> None:
+    for _ in range(2):
+        assert client.post("/api/embed", json={"model": "damaged", "input": "x"}).status_code == 500
+    answer = client.post("/api/embed", json={"model": "tiny", "input": "water"})
+    assert answer.status_code == 200
+    assert len(answer.json()["embeddings"][0]) == 16
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "text"),
+    [
+        ("POST", "/api/embed", {"model": BAD_HOST, "input": "x"}, 400, "invalid model name"),
+        ("POST", "/api/embeddings", {"model": BAD_HOST, "prompt": "x"}, 400, "model is required"),
+        ("POST", "/v1/embeddings", {"model": BAD_HOST, "input": "x"}, 400, "invalid model name"),
+        ("POST", "/api/show", {"model": BAD_HOST}, 400, f'name "{BAD_HOST}" is invalid'),
+        ("DELETE", "/api/delete", {"model": BAD_HOST}, 400, f'name "{BAD_HOST}" is invalid'),
+        ("POST", "/api/copy", {"source": BAD_HOST, "destination": "x"}, 400, f'source "{BAD_HOST}" is invalid'),
+        ("POST", "/api/copy", {"source": "tiny", "destination": BAD_HOST}, 400, f'destination "{BAD_HOST}" is invalid'),
+        ("POST", "/api/pull", {"model": BAD_HOST, "stream": False}, 400, "invalid model name"),
+        ("GET", f"/v1/models/{BAD_HOST}", None, 404, f'model "{BAD_HOST}" not found'),
+    ],
+)
+def test_a_name_too_long_for_the_store_is_refused_not_a_500(
+    client: TestClient, method: str, path: str, body: Any, status: int, text: str
+) -> None:
+    """A 300-character host is valid for Ollama but cannot be a folder name (255 bytes)."""
+    response = _send(client, method, path, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert (error["message"] if path.startswith("/v1/") else error) == text
+
+
+@pytest.mark.parametrize("keep_alive", [1e15, 2**64, 18446744073709551615, 9.3e9, -(2**70)])
+def test_a_huge_keep_alive_means_forever_and_poisons_nothing(client: TestClient, keep_alive: float) -> None:
+    first = client.post("/api/embed", json={"model": "tiny", "input": "water", "keep_alive": keep_alive})
+    assert first.status_code == 200, first.text
+    shown = [m for m in client.get("/api/ps").json()["models"] if m["name"] == "tiny:latest"]
+    assert shown and shown[0]["expires_at"].startswith("21")  # a century ahead
+    again = client.post("/api/embed", json={"model": "tiny", "input": "water"})
+    assert again.status_code == 200, again.text
+    assert client.post("/api/embed", json={"model": "tiny", "keep_alive": "5m"}).status_code == 200
+
+
+@pytest.mark.parametrize("text", ["9999999999999h", "100000000h", "2562048h"])
+def test_a_duration_past_gos_limit_is_gos_error(client: TestClient, text: str) -> None:
+    response = client.post("/api/embed", json={"model": "tiny", "input": "water", "keep_alive": text})
+    assert response.status_code == 400
+    assert response.json() == {"error": f'time: invalid duration "{text}"'}
+    assert client.post("/api/embed", json={"model": "tiny", "input": "water"}).status_code == 200
