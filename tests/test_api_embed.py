@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -592,3 +593,22 @@ def test_embeddings_field_type_error(client: httpx.Client) -> None:
     assert_error(
         response, 400, "json: cannot unmarshal array into Go struct field EmbeddingRequest.prompt of type string"
     )
+
+
+def test_a_client_that_hangs_up_mid_body_is_one_quiet_499(daemon: Daemon) -> None:
+    """Headers promise 10,000 bytes, 40 arrive, the socket closes: no traceback, and the daemon serves on."""
+    since = len(daemon.log())
+    host, port = daemon.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 10000\r\n\r\n{"model": "tiny", "input": ["a text that'
+        )
+    deadline = time.monotonic() + 5
+    with httpx.Client(base_url=daemon.url, timeout=30) as http:
+        while time.monotonic() < deadline:  # the next request is served, and the hang-up was seen by then
+            assert http.post("/api/embed", json={"model": "tiny", "input": "still here"}).status_code == 200
+            time.sleep(0.2)
+    log = daemon.log()[since:]
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    assert daemon.process.poll() is None

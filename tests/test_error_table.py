@@ -201,6 +201,7 @@ SOCKET_ONLY = {
     "ModelDeleted": "tests/test_api_models.py::test_a_delete_during_a_load_answers_404_and_unloads",
     "PullCancelled": "tests/test_pull.py::test_a_client_that_leaves_cancels_the_pull",
     "PullError": "tests/test_pull.py::test_a_hub_500_fails_the_pull_and_the_retry_fetches_only_the_rest",
+    "ClientDisconnect": "tests/test_api_embed.py::test_a_client_that_hangs_up_mid_body_is_one_quiet_499",
 }
 
 

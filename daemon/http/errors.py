@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from daemon.http.responses import OllamaJSON, OpenAIJSON
@@ -87,6 +87,8 @@ RAISED: dict[type[Exception], Reply] = {
     HubUnreachable: Reply(502, "{message}"),
     PullError: Reply(500, "{message}"),
     PullCancelled: Reply(499, "pull canceled"),
+    # The client hung up while sending its body; nobody reads the answer.
+    ClientDisconnect: Reply(499, "request canceled"),
 }
 
 

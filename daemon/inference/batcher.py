@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.inference.engine import LoadedModel, TokenizedText
-from daemon.inference.errors import InferenceFailed
+from daemon.inference.errors import ContextTooSmall, InferenceFailed, InputTooLong
 from modelstore.convert import openvino_reason
 
 log = logging.getLogger(__name__)
@@ -200,10 +200,15 @@ class Lane:
         with no room, and InferenceFailed when OpenVINO fails a batch.
         """
         model = self.model
-        if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-            tokenized = model.tokenize(texts, limit, truncate)
-        else:
-            tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
+        try:
+            if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
+                tokenized = model.tokenize(texts, limit, truncate)
+            else:
+                tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
+        except (InputTooLong, ContextTooSmall):
+            raise
+        except Exception as exc:  # the tokenizers library raises its own Exception type
+            raise InferenceFailed(f"tokenizing failed: {exc}") from exc
         if not tokenized:
             return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
         job = Job(

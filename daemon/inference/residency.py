@@ -96,19 +96,19 @@ class Residency:
             task = self._loading.get(key)
             if task is None:
                 task = self._loading[key] = asyncio.create_task(self._load(record))
-            try:
-                model = await asyncio.shield(task)
-            except (ModelLoadFailed, ModelDeleted):
-                self._loading.pop(key, None)
-                raise
-            self._loading.pop(key, None)
+                # A finished load leaves at once: if every waiter hung up, its model is dropped, not kept unseen.
+                task.add_done_callback(lambda done: self._loading.pop(key) if self._loading.get(key) is done else None)
+            model = await asyncio.shield(task)
             resident = self._residents.get(key)
             if resident is None:
                 # A delete may land between the load and this line; the store says whether the name still holds.
                 if not self.store.holds(record):
                     raise ModelDeleted(record.name.display)
-                resident = Resident(record, Lane(model, self.limits), self.default_keep_alive)
-                self._residents[key] = resident
+                try:
+                    lane = Lane(model, self.limits)
+                except Exception as exc:
+                    raise ModelLoadFailed(record.name.display, openvino_reason(exc)) from exc
+                resident = self._residents[key] = Resident(record, lane, self.default_keep_alive)
                 resident.touch()
         resident.stop_timer()
         resident.users += 1
