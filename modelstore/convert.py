@@ -1,4 +1,8 @@
-"""Turns a repo's network (OpenVINO IR or ONNX) into the IR the engine loads: one output, named tensors."""
+"""Turns a repo's network into the IR the engine loads: one output, named tensors.
+
+The network is the repo's OpenVINO IR or ONNX export, read by OpenVINO, or its safetensors checkpoint,
+built by modelstore.build.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from modelstore.layout import IR_FILE, REPO_NETWORKS, first_present
+from modelstore.build import ArchitectureError, WeightsError, build_network
+from modelstore.layout import IR_FILE, REPO_NETWORKS, first_present, is_checkpoint
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
@@ -45,7 +50,8 @@ def find_network(folder: Path) -> Path:
     network = first_present(folder, REPO_NETWORKS)
     if network is None:
         raise ConversionError(
-            f"{folder} has no network to convert: expected openvino/openvino_model.xml or onnx/model.onnx"
+            f"{folder} has no network to convert: expected openvino/openvino_model.xml, onnx/model.onnx "
+            "or model.safetensors"
         )
     return network
 
@@ -79,15 +85,26 @@ def _weights(model: ov.Model) -> tuple[str, int]:
     return precision, count
 
 
-def convert_network(source: Path, destination: Path) -> NetworkInfo:
-    """Read the source network with OpenVINO itself and save it as IR in `destination`.
+WEIGHT_FORMATS = ("fp16", "fp32")
 
-    ONNX external data is found beside the .onnx file. Weights keep the precision they came in:
-    fp16-compressed IR stays compressed, fp32 ONNX stays fp32, so the engine decides the compute precision.
+
+def convert_network(source: Path, destination: Path, weights: str | None = None) -> NetworkInfo:
+    """Read or build the source network and save it as IR in `destination`.
+
+    ONNX external data is found beside the .onnx file. By default read networks keep the precision their
+    weights came in (fp16-compressed IR stays compressed, fp32 ONNX stays fp32) and built networks get fp16
+    weights; `weights` asks for fp16 or fp32 where the source has fp32. The engine decides the compute
+    precision.
     """
+    if weights not in (None, *WEIGHT_FORMATS):
+        raise ConversionError(f"weights {weights!r} is not one of {', '.join(WEIGHT_FORMATS)}")
     core = ov.Core()
+    built = is_checkpoint(source)
+    half = weights == "fp16" or (weights is None and built)
     try:
-        model = core.read_model(source)
+        model = build_network(source, half) if built else core.read_model(source)
+    except (ArchitectureError, WeightsError) as exc:
+        raise ConversionError(str(exc)) from exc
     except RuntimeError as exc:
         raise ConversionError(f"OpenVINO cannot read {source.name}: {openvino_reason(exc)}") from exc
     inputs = {name for port in model.inputs for name in port.get_names()}
@@ -101,6 +118,6 @@ def convert_network(source: Path, destination: Path) -> NetworkInfo:
     output.get_tensor().set_names({"last_hidden_state"})
     shape = output.get_partial_shape()
     dimension = shape[2].get_length() if shape[2].is_static else None
-    precision, parameters = _weights(model)
-    ov.save_model(model, destination / IR_FILE, compress_to_fp16=False)
+    ov.save_model(model, destination / IR_FILE, compress_to_fp16=half)
+    precision, parameters = _weights(core.read_model(destination / IR_FILE) if half else model)
     return NetworkInfo(dimension=dimension, precision=precision, parameter_count=parameters)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, processors
 
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, first_present
@@ -19,6 +19,10 @@ from modelstore.names import ModelName
 from modelstore.spec import ModelDescription, ModelSpec
 from modelstore.stconfig import ConfigError, describe_repo
 from modelstore.store import ModelRecord, ModelStore
+
+_END_OF_TEXT = "<|endoftext|>"
+# Architectures whose embedding is the state at a final `<|endoftext|>`.
+_ENDS_WITH_END_OF_TEXT = frozenset({"qwen3"})
 
 
 class CreateError(ValueError):
@@ -29,6 +33,21 @@ def _find_tokenizer(folder: Path) -> Path:
     tokenizer = first_present(folder, REPO_TOKENIZERS)
     if tokenizer is None:
         raise CreateError(f"{folder} has no tokenizer.json (a fast tokenizer file is needed beside the network)")
+    return tokenizer
+
+
+def _with_end_of_text(tokenizer: Tokenizer) -> Tokenizer | None:
+    """The tokenizer made to end every text with `<|endoftext|>`, or None when it already does.
+
+    Last-token pooling of Qwen3 embeddings reads the state at that token; Qwen's model card appends it by
+    hand where a repo's tokenizer.json does not.
+    """
+    end = tokenizer.token_to_id(_END_OF_TEXT)
+    if end is None or tokenizer.encode("a").ids[-1:] == [end]:
+        return None
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {_END_OF_TEXT}", pair=f"$A $B {_END_OF_TEXT}", special_tokens=[(_END_OF_TEXT, end)]
+    )
     return tokenizer
 
 
@@ -58,10 +77,12 @@ def create_from_folder(
     *,
     fallback: ModelDescription | None = None,
     extra: dict[str, Any] | None = None,
+    weights: str | None = None,
 ) -> ModelRecord:
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
 
-    `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is.
+    `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is;
+    `weights` (fp16, fp32) is the stored weight format, by default as convert_network chooses.
     """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
@@ -73,15 +94,19 @@ def create_from_folder(
     except (ConversionError, ConfigError) as exc:
         raise CreateError(str(exc)) from exc
     try:
-        Tokenizer.from_file(str(tokenizer))
+        loaded = Tokenizer.from_file(str(tokenizer))
     except Exception as exc:  # the tokenizers library raises its own Exception type
         raise CreateError(f"cannot read {tokenizer.name}: {exc}") from exc
+    patched = _with_end_of_text(loaded) if description.architecture in _ENDS_WITH_END_OF_TEXT else None
     with store.staging() as staged, store.staging() as scratch:
         try:
-            info = convert_network(_readable(network, scratch), staged)
+            info = convert_network(_readable(network, scratch), staged, weights)
         except ConversionError as exc:
             raise CreateError(str(exc)) from exc
-        shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
+        if patched is None:
+            shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
+        else:
+            patched.save(str(staged / TOKENIZER_FILE))
         dimension = info.dimension or description.dimension
         if not dimension:
             raise CreateError(f"cannot tell the embedding size of {network.name}")

@@ -1,15 +1,20 @@
 """Which files of a Hugging Face repo a pull needs: one convertible network, its tokenizer and configs.
 
-Only what the engine uses is fetched, never PyTorch weights: the repo's own OpenVINO IR if it has one,
-else its fp32 ONNX export with any external data beside it.
+Only what the engine uses is fetched, never PyTorch pickles: the repo's own OpenVINO IR if it has one,
+else its fp32 ONNX export with any external data beside it, else (asked for separately, after any
+pre-converted mirror) its safetensors checkpoint, which ovembed converts itself.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from modelstore.layout import REPO_IR_FILES, REPO_ONNX_FILES, is_repo_config
+from modelstore.layout import REPO_CHECKPOINTS, REPO_IR_FILES, REPO_ONNX_FILES, is_repo_config
+
+# The shards an index names, as transformers writes them: model-00001-of-00004.safetensors.
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -54,26 +59,40 @@ def _onnx_companions(network: str, paths: set[str]) -> set[str]:
     return companions
 
 
-def plan_download(files: list[RemoteFile]) -> DownloadPlan | None:
-    """The files to fetch for the best route the repo offers, or None when it has nothing convertible."""
-    by_path = {f.path: f for f in files}
-    chosen: set[str] | None = None
-    network = ""
+def _export(by_path: dict[str, RemoteFile]) -> tuple[str, set[str]] | None:
+    """The repo's own OpenVINO IR, else its ONNX export with any external data."""
     for xml, weights in REPO_IR_FILES:
         if xml in by_path and weights in by_path:
-            chosen, network = {xml, weights}, xml
-            break
-    if chosen is None:
-        for onnx in REPO_ONNX_FILES:
-            if onnx in by_path:
-                chosen, network = {onnx} | _onnx_companions(onnx, set(by_path)), onnx
-                break
-    if chosen is None:
+            return xml, {xml, weights}
+    for onnx in REPO_ONNX_FILES:
+        if onnx in by_path:
+            return onnx, {onnx} | _onnx_companions(onnx, set(by_path))
+    return None
+
+
+def _checkpoint(by_path: dict[str, RemoteFile]) -> tuple[str, set[str]] | None:
+    """The safetensors checkpoint at the root: one file, or an index and the shards beside it."""
+    single, index = REPO_CHECKPOINTS
+    if single in by_path:
+        return single, {single}
+    if index in by_path:
+        shards = {p for p in by_path if _SHARD.fullmatch(p)}
+        return index, {index} | shards
+    return None
+
+
+def plan_download(files: list[RemoteFile], *, checkpoint: bool = False) -> DownloadPlan | None:
+    """The files to fetch for the repo's export, or with `checkpoint` for its safetensors; None if it has none."""
+    by_path = {f.path: f for f in files}
+    route = (_checkpoint if checkpoint else _export)(by_path)
+    if route is None:
         return None
+    network, chosen = route
     chosen |= {path for path in by_path if is_repo_config(path)}
     return DownloadPlan(network=network, files=tuple(by_path[p] for p in sorted(chosen, key=_layer_order)))
 
 
 def _layer_order(path: str) -> tuple[int, str]:
     """The network first, as Ollama lists the model layer first; configs after."""
-    return (0 if path.endswith((".xml", ".bin", ".onnx")) or "onnx" in path else 1, path)
+    network = path.endswith((".xml", ".bin", ".onnx", ".safetensors", ".safetensors.index.json")) or "onnx" in path
+    return (0 if network else 1, path)

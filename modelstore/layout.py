@@ -27,7 +27,9 @@ REPO_IR_FILES = (
     ("openvino_model.xml", "openvino_model.bin"),
 )
 REPO_ONNX_FILES = ("onnx/model.onnx", "model.onnx")
-REPO_NETWORKS = (*(xml for xml, _ in REPO_IR_FILES), *REPO_ONNX_FILES)
+# Last, a checkpoint that ovembed builds into a network itself; an index names the shards beside it.
+REPO_CHECKPOINTS = ("model.safetensors", "model.safetensors.index.json")
+REPO_NETWORKS = (*(xml for xml, _ in REPO_IR_FILES), *REPO_ONNX_FILES, *REPO_CHECKPOINTS)
 # Repos like bge-m3 put a tokenizer of their own beside the ONNX graph.
 REPO_TOKENIZERS = ("tokenizer.json", "onnx/tokenizer.json")
 # Sentence-transformers' configs and the tokenizer's, at the repo root.
@@ -51,6 +53,10 @@ def is_repo_config(path: str) -> bool:
         return parts[0] in REPO_CONFIGS
     pooling_config = len(parts) == 2 and parts[1] == "config.json" and "Pooling" in parts[0]
     return pooling_config or path in REPO_TOKENIZERS
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.name in REPO_CHECKPOINTS
 
 
 def first_present(folder: Path, candidates: tuple[str, ...]) -> Path | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import math
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import tqdm as hub_tqdm
 
+from modelstore.build import builder_for
 from modelstore.catalog import CatalogEntry, lookup
 from modelstore.create import CreateError, create_from_folder
 from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download
@@ -223,8 +226,9 @@ class Puller:
         ]
 
     def _plan(self, source: HubSource, commit: str) -> tuple[str, str, DownloadPlan]:
-        """The repo's own IR or ONNX, else the catalog's pre-converted mirror, else a clear refusal."""
-        plan = plan_download(self._files(source.repo, commit))
+        """The repo's own IR or ONNX, else the catalog's pre-converted mirror, else the repo's safetensors."""
+        files = self._files(source.repo, commit)
+        plan = plan_download(files)
         if plan is not None:
             return source.repo, commit, plan
         for mirror in source.entry.mirrors if source.entry else ():
@@ -232,12 +236,39 @@ class Puller:
             plan = plan_download(self._files(mirror, mirror_commit))
             if plan is not None:
                 return mirror, mirror_commit, plan
+        plan = plan_download(files, checkpoint=True)
+        if plan is not None:
+            self._check_architecture(source.repo, commit)
+            return source.repo, commit, plan
         raise PullUnsupported(
-            f"hf.co/{source.repo} has no OpenVINO IR (openvino/openvino_model.xml) and no ONNX export "
-            "(onnx/model.onnx), and ovembed converts only those, without PyTorch. Export one elsewhere with "
+            f"hf.co/{source.repo} has no OpenVINO IR (openvino/openvino_model.xml), no ONNX export "
+            "(onnx/model.onnx) and no safetensors checkpoint (model.safetensors), which are what ovembed "
+            "converts without PyTorch. Export one elsewhere with "
             f"`optimum-cli export openvino --task feature-extraction -m {source.repo} DIR`, then run "
             "`ovembed create NAME --from DIR`"
         )
+
+    def _check_architecture(self, repo: str, commit: str) -> None:
+        """Before fetching a checkpoint, its config.json must name an architecture ovembed converts."""
+        try:
+            config = json.loads(self._fetch(repo, commit, "config.json").read_text(encoding="utf-8"))
+            builder_for(config if isinstance(config, dict) else {})
+        except ValueError as exc:  # ArchitectureError, or a config.json that is not JSON
+            raise PullUnsupported(f"hf.co/{repo} has only a safetensors checkpoint, and {exc}") from exc
+
+    def _fetch(self, repo: str, commit: str, path: str, bar: type[hub_tqdm] | None = None) -> Path:
+        """One file of the repo into the download cache (at once if it is there already)."""
+        call = partial(
+            hf_hub_download,
+            repo,
+            path,
+            revision=commit,
+            cache_dir=self.cache,
+            endpoint=self.endpoint,
+            token=self.token,
+            tqdm_class=bar,
+        )
+        return Path(self._hub_call(repo, commit, call, path))
 
     def _check_disk(self, plan: DownloadPlan) -> None:
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -268,23 +299,10 @@ class Puller:
                     report(PullStatus(status, remote.digest, remote.size, done))
 
             report(PullStatus(status, remote.digest, remote.size, 0))
-            path = self._hub_call(
-                repo,
-                commit,
-                lambda remote=remote, forward=forward: hf_hub_download(
-                    repo,
-                    remote.path,
-                    revision=commit,
-                    cache_dir=self.cache,
-                    endpoint=self.endpoint,
-                    token=self.token,
-                    tqdm_class=_progress_bar(forward),
-                ),
-                remote.path,
-            )
+            path = self._fetch(repo, commit, remote.path, _progress_bar(forward))
             if last != math.inf:  # a cached file never reached the progress bar
                 report(PullStatus(status, remote.digest, remote.size, remote.size))
-            folder = Path(path).parents[len(Path(remote.path).parts) - 1]
+            folder = path.parents[len(Path(remote.path).parts) - 1]
         assert folder is not None
         return folder
 

@@ -8,8 +8,18 @@ from typing import Any
 
 from modelstore.spec import ModelDescription
 
-_POOLING_MODULE = "sentence_transformers.models.Pooling"
-_NORMALIZE_MODULE = "sentence_transformers.models.Normalize"
+# sentence-transformers 2-5 wrote `sentence_transformers.models.Pooling`; 6 writes
+# `sentence_transformers.sentence_transformer.modules.pooling.Pooling`: modules are known by class name.
+_CLASSIC_PREFIX = "sentence_transformers.models."
+_LEGACY_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+}
+_POOLED_HERE = ("cls", "mean", "lasttoken")
 # Position tables of RoBERTa-style models reserve two rows for the padding offset.
 _PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert"}
 _FALLBACK_CONTEXT = 512
@@ -29,31 +39,44 @@ def _load(path: Path) -> Any:
         raise ConfigError(f"cannot read {path.name}: {exc}") from exc
 
 
+def _module(modules: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((m for m in modules if str(m.get("type", "")).rsplit(".", 1)[-1] == kind), None)
+
+
 def _pooling(folder: Path, modules: list[dict[str, Any]], fallback: str) -> str:
-    """Sentence-transformers' Pooling flags; without a Pooling module, the fallback (mean, its default)."""
-    module = next((m for m in modules if m.get("type") == _POOLING_MODULE), None)
+    """The Pooling module's mode, in either config format; without a Pooling module, the fallback."""
+    module = _module(modules, "Pooling")
     if module is None:
         return fallback
-    flags = _load(folder / module.get("path", "1_Pooling") / "config.json") or {}
-    if flags.get("pooling_mode_cls_token"):
-        return "cls"
-    if flags.get("pooling_mode_lasttoken"):
-        return "lasttoken"
-    if flags.get("pooling_mode_mean_tokens"):
-        return "mean"
-    used = sorted(k for k, v in flags.items() if k.startswith("pooling_mode_") and v)
-    raise ConfigError(f"unsupported pooling {', '.join(used) or '(none)'}: ovembed pools by mean, CLS or last token")
+    config = _load(folder / module.get("path", "1_Pooling") / "config.json") or {}
+    modes = config.get("pooling_mode")
+    if modes is None:
+        modes = [mode for flag, mode in _LEGACY_POOLING_FLAGS.items() if config.get(flag)]
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    if len(modes) == 1 and modes[0] in _POOLED_HERE:
+        return str(modes[0])
+    used = ", ".join(map(str, modes)) or "(none)"
+    raise ConfigError(f"unsupported pooling {used}: ovembed pools by mean, CLS or last token")
 
 
-def _context_length(folder: Path, model_config: dict[str, Any], fallback: int | None) -> int:
-    """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does."""
+def _context_length(
+    folder: Path, modules: list[dict[str, Any]], model_config: dict[str, Any], fallback: int | None
+) -> int:
+    """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does.
+
+    Version 6 keeps it as the tokenizer's model_max_length; earlier ones in sentence_bert_config.json.
+    """
     st_config = _load(folder / "sentence_bert_config.json") or {}
     if isinstance(st_config.get("max_seq_length"), int) and st_config["max_seq_length"] > 0:
         return int(st_config["max_seq_length"])
-    if fallback:
-        return fallback
     tok_config = _load(folder / "tokenizer_config.json") or {}
     max_length = tok_config.get("model_max_length")
+    transformer = _module(modules, "Transformer")
+    st6 = transformer is not None and not str(transformer.get("type", "")).startswith(_CLASSIC_PREFIX)
+    if st6 and isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
+        return max_length
+    if fallback:
+        return fallback
     if isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
         return max_length
     positions = model_config.get("max_position_embeddings")
@@ -78,15 +101,13 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> Mod
     architecture = model_config.get("model_type") or (architectures[0] if architectures else None)
     hidden = model_config.get("hidden_size")
     prompts = {str(k): str(v) for k, v in (st_model_config.get("prompts") or {}).items() if isinstance(v, str) and v}
-    if modules_data:
-        normalize = any(m.get("type") == _NORMALIZE_MODULE for m in modules)
-    else:
-        normalize = fallback.normalize if fallback else False
+    silent_normalize = fallback.normalize if fallback else False
+    normalize = _module(modules, "Normalize") is not None if modules_data else silent_normalize
     return ModelDescription(
         architecture=str(architecture or (fallback.architecture if fallback else "unknown")),
         pooling=_pooling(folder, modules, fallback.pooling if fallback else "mean"),
         normalize=normalize,
-        context_length=_context_length(folder, model_config, fallback.context_length if fallback else None),
+        context_length=_context_length(folder, modules, model_config, fallback.context_length if fallback else None),
         dimension=int(hidden) if isinstance(hidden, int) else (fallback.dimension if fallback else 0),
         prompts=prompts or (dict(fallback.prompts) if fallback else {}),
     )

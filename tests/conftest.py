@@ -56,8 +56,8 @@ class Daemon:
             raise AssertionError(f"ovembed {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def create(self, name: str, folder: Path) -> None:
-        self.cli("create", name, "--from", str(folder))
+    def create(self, name: str, folder: Path, *options: str) -> None:
+        self.cli("create", name, "--from", str(folder), *options)
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)  # type: ignore[arg-type]

@@ -225,11 +225,14 @@ def _corrupt_network(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("make_folder", "expected"),
     [
-        (_no_network, [r"has no network", r"expected openvino/openvino_model\.xml or onnx/model\.onnx"]),
+        (
+            _no_network,
+            [r"has no network", r"expected openvino/openvino_model\.xml, onnx/model\.onnx or model\.safetensors"],
+        ),
         (_no_tokenizer, [r"has no tokenizer\.json"]),
         (_a_file, [r"model\.onnx is not a folder"]),
         (_missing, [r"does-not-exist is not a folder"]),
-        (_max_pooling, [r"unsupported pooling pooling_mode_max_tokens"]),
+        (_max_pooling, [r"unsupported pooling max: ovembed pools by mean, CLS or last token"]),
         (_corrupt_tokenizer, [r"cannot read tokenizer\.json"]),
         # The reason itself, not OpenVINO's leading "Exception from core.cpp:84:" source location.
         (_corrupt_network, [r"OpenVINO cannot read model\.onnx: (?!Exception from)\S.*model\.onnx"]),

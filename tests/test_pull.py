@@ -33,6 +33,7 @@ from onnx.external_data_helper import set_external_data
 from modelstore.names import parse_name
 from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
 from tests.fakehub import LFS_THRESHOLD, FakeHub, running_hub
+from tests.test_convert import FIXTURES, minilm_checkpoint, shard_checkpoint
 from tests.tinymodel import build_tiny_model, reference_vectors
 
 MIN_COSINE = 0.99999
@@ -56,6 +57,7 @@ CONFIGS = (
 )
 # Files a repo also carries that a pull must never fetch: PyTorch weights and other exports.
 NEVER_FETCHED = ("model.safetensors", "pytorch_model.bin", "README.md", "onnx/model_quantized.onnx")
+PICKLES = ("pytorch_model.bin", "README.md")
 FINAL_STATUSES = ["verifying sha256 digest", "converting to OpenVINO IR", "writing manifest", "success"]
 LAYER_STATUS = re.compile(r"pulling ([0-9a-f]{12})")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha1:[0-9a-f]{40}")
@@ -64,10 +66,10 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha1:[0-9a-f]{40}")
 # ---------------------------------------------------------------------------------------------- models
 
 
-def _add_unused_weights(folder: Path) -> Path:
+def _add_unused_weights(folder: Path, names: tuple[str, ...] = NEVER_FETCHED) -> Path:
     """What real repos carry beside their exports; garbage, so a pull that used them would fail."""
     rng = random.Random(folder.name)
-    for name in NEVER_FETCHED:
+    for name in names:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(rng.randbytes(4096))
     return folder
@@ -118,7 +120,15 @@ class Models:
         self.ir = _add_unused_weights(build_tiny_model(root / "ir", source="openvino", seed=4))
         # An onnx/ export of different weights beside the IR: used by mistake, it would give wrong vectors.
         shutil.copytree(build_tiny_model(root / "other", seed=9) / "onnx", self.ir / "onnx", dirs_exist_ok=True)
-        self.none = _add_unused_weights(build_tiny_model(root / "none", source="none"))
+        # PyTorch pickles and nothing else: no export, and no safetensors for ovembed to convert.
+        self.none = _add_unused_weights(build_tiny_model(root / "none", source="none"), PICKLES)
+        # A safetensors checkpoint only (sentence-transformers 6 layout), whole, sharded, and of an architecture
+        # ovembed does not convert.
+        self.checkpoint = _add_unused_weights(shutil.copytree(FIXTURES / "bert-mean", root / "checkpoint"), PICKLES)
+        self.sharded = shard_checkpoint(FIXTURES / "bert-mean", root / "sharded", shards=3)
+        self.gpt2 = shutil.copytree(FIXTURES / "bert-mean", root / "gpt2")
+        gpt2_config = json.loads((self.gpt2 / "config.json").read_text())
+        (self.gpt2 / "config.json").write_text(json.dumps({**gpt2_config, "model_type": "gpt2"}))
         self.garbage = build_tiny_model(root / "garbage", seed=6)
         (self.garbage / "onnx" / "model.onnx").write_bytes(random.Random(6).randbytes(50_000))
         self.reference = {folder: reference_vectors(folder, TEXTS) for folder in (self.tiny, self.ext, self.ir)}
@@ -153,6 +163,9 @@ REPOS = {
     "ovembed-test/killed": "ext",
     "ovembed-test/cli": "ext",
     "ovembed-test/js": "ext",
+    "ovembed-test/checkpoint": "checkpoint",
+    "ovembed-test/sharded": "sharded",
+    "ovembed-test/gpt2": "gpt2",
 }
 GATED = "ovembed-test/gated"
 
@@ -349,6 +362,69 @@ def test_openvino_repo_fetches_only_its_ir(daemon: Daemon, hub: FakeHub, models:
     assert_embeds_like(daemon, f"hf.co/{repo}", models.reference[models.ir])
 
 
+def _fixture_reference() -> tuple[list[str], np.ndarray]:
+    texts = json.loads((FIXTURES / "bert-mean" / "texts.json").read_text(encoding="utf-8"))
+    return texts, np.load(FIXTURES / "bert-mean" / "reference.npy").astype(np.float64)
+
+
+def _assert_cosines(got: np.ndarray, expected: np.ndarray, minimum: float) -> None:
+    cosines = (got * expected).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosines.min() >= minimum, cosines
+
+
+@pytest.mark.parametrize(
+    ("repo", "network"),
+    [
+        ("ovembed-test/checkpoint", ("model.safetensors",)),
+        (
+            "ovembed-test/sharded",
+            (
+                "model.safetensors.index.json",
+                "model-00001-of-00003.safetensors",
+                "model-00002-of-00003.safetensors",
+                "model-00003-of-00003.safetensors",
+            ),
+        ),
+    ],
+)
+def test_a_safetensors_only_repo_is_converted_by_ovembed(
+    daemon: Daemon, hub: FakeHub, models: Models, repo: str, network: tuple[str, ...]
+) -> None:
+    folder = models.checkpoint if repo.endswith("checkpoint") else models.sharded
+    _, messages = stream_pull(daemon, f"hf.co/{repo}")
+
+    assert [m["status"] for m in messages[-4:]] == FINAL_STATUSES
+    want = planned(folder, network)
+    assert file_gets(hub, repo) == Counter(list(want))  # the checkpoint and configs once; never the pickle
+    texts, expected = _fixture_reference()
+    _assert_cosines(embed(daemon, f"hf.co/{repo}", texts), expected, MIN_COSINE)
+    shown = httpx.post(f"{daemon.url}/api/show", json={"model": f"hf.co/{repo}"}, timeout=30).json()
+    assert shown["details"]["quantization_level"] == "FP16"  # converted checkpoints store fp16 weights
+
+
+def test_an_architecture_not_converted_is_refused_on_its_config_alone(daemon: Daemon, hub: FakeHub) -> None:
+    repo = "ovembed-test/gpt2"
+    response = pull(daemon, f"hf.co/{repo}")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "only a safetensors checkpoint" in error and "does not convert gpt2" in error and "bert" in error, error
+    assert file_gets(hub, repo) == Counter({"config.json": 1})  # never the weights
+    assert f"hf.co/{repo}:latest" not in listed(daemon)
+
+
+def test_the_real_minilm_checkpoint_pulls_and_matches_sentence_transformers(daemon: Daemon, hub: FakeHub) -> None:
+    """all-MiniLM-L6-v2's own safetensors, served as a repo with nothing else to convert."""
+    require_shared()
+    repo = "ovembed-test/minilm-safetensors"
+    hub.add_repo(repo, minilm_checkpoint())
+    response = pull(daemon, f"hf.co/{repo}")
+    assert (response.status_code, response.json()) == (200, {"status": "success"})
+    assert "model.safetensors" in file_gets(hub, repo)
+    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
+    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy").astype(np.float64)
+    _assert_cosines(embed(daemon, f"hf.co/{repo}", [row["text"] for row in rows]), expected, MIN_COSINE)
+
+
 def test_ollama_python_client_pulls(daemon: Daemon, models: Models) -> None:
     client = ollama.Client(host=daemon.url, timeout=120)
 
@@ -387,7 +463,11 @@ def test_ollama_python_client_pulls(daemon: Daemon, models: Models) -> None:
         # A catalog name whose repo the hub does not have.
         ("mxbai-embed-large", 404, ["file does not exist", "mixedbread-ai/mxbai-embed-large-v1"]),
         ("hf.co/ovembed-test/tiny:nosuchrev", 404, ["file does not exist", "nosuchrev"]),
-        ("hf.co/ovembed-test/nonet", 400, ["openvino/openvino_model.xml", "onnx/model.onnx", "optimum-cli"]),
+        (
+            "hf.co/ovembed-test/nonet",
+            400,
+            ["openvino/openvino_model.xml", "onnx/model.onnx", "model.safetensors", "optimum-cli"],
+        ),
         ("embeddinggemma", 400, ["embeddinggemma", "Dense"]),
         ("qwen3-embedding:8b", 400, ["qwen3-embedding:8b", "optimum-cli"]),
     ],

@@ -37,7 +37,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         name = parse_name(args.name)
-        record = create_from_folder(ModelStore(settings.models_dir), name, Path(args.source))
+        record = create_from_folder(ModelStore(settings.models_dir), name, Path(args.source), weights=args.weights)
     except (InvalidName, CreateError) as exc:
         raise CliError(str(exc)) from exc
     spec = record.spec
@@ -148,9 +148,14 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     add("serve", cmd_serve, "Start the daemon (OLLAMA_HOST, OVEMBED_MODELS, OVEMBED_DEVICE)")
-    create = add("create", cmd_create, "Add a model from a sentence-transformers folder")
+    create = add("create", cmd_create, "Add a model from a sentence-transformers folder (IR, ONNX or safetensors)")
     create.add_argument("name")
     create.add_argument("--from", dest="source", required=True, metavar="DIR")
+    create.add_argument(
+        "--weights",
+        choices=("fp16", "fp32"),
+        help="stored weight format; default: as the source has them, fp16 for a converted safetensors checkpoint",
+    )
     pull = add("pull", cmd_pull, "Pull a model through the daemon")
     pull.add_argument("name", metavar="MODEL")
     add("list", cmd_list, "List models")

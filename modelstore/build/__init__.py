@@ -1,0 +1,51 @@
+"""Networks built from a Hugging Face checkpoint (config.json and safetensors) with OpenVINO's own opset.
+
+No torch and no optimum: each supported architecture is written out op by op after its reference
+implementation in transformers, and its weights are read from the memory-mapped checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+
+from modelstore.build import bert, qwen3
+from modelstore.build.layers import ArchitectureError
+from modelstore.build.weights import Checkpoint, WeightsError
+
+Builder = Callable[[dict[str, Any], Checkpoint, bool], ov.Model]
+BUILDERS: dict[str, Builder] = {
+    **dict.fromkeys(bert.MODEL_TYPES, bert.build),
+    **dict.fromkeys(qwen3.MODEL_TYPES, qwen3.build),
+}
+
+__all__ = ["BUILDERS", "ArchitectureError", "WeightsError", "build_network", "builder_for"]
+
+
+def build_network(checkpoint_path: Path, half: bool = True) -> ov.Model:
+    """The encoder described by the config.json beside `checkpoint_path`, with its weights (16-bit if `half`).
+
+    Raises ArchitectureError for an architecture or setting not converted, WeightsError for a bad checkpoint.
+    """
+    config_path = checkpoint_path.parent / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArchitectureError(f"cannot read {config_path.name} beside {checkpoint_path.name}: {exc}") from exc
+    return builder_for(config)(config, Checkpoint.open(checkpoint_path), half)
+
+
+def builder_for(config: dict[str, Any]) -> Builder:
+    """The builder for a config.json, or ArchitectureError naming the architecture and those converted."""
+    model_type = str(config.get("model_type", ""))
+    builder = BUILDERS.get(model_type)
+    if builder is None:
+        named = model_type or ", ".join(config.get("architectures") or []) or "an unnamed architecture"
+        raise ArchitectureError(
+            f"ovembed does not convert {named} from safetensors yet; it converts {', '.join(sorted(BUILDERS))}"
+        )
+    return builder

@@ -1,0 +1,97 @@
+"""BERT, RoBERTa and XLM-RoBERTa encoders, as transformers' modeling_bert.py and modeling_roberta.py run them.
+
+Post-LayerNorm blocks: attention, add, LayerNorm; feed-forward, add, LayerNorm. The embeddings sum words,
+absolute positions and token types, then LayerNorm. RoBERTa differs only in its positions: they count real
+tokens from `padding_idx + 1`, and padding keeps `padding_idx`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from modelstore.build.layers import (
+    ArchitectureError,
+    Node,
+    Weights,
+    activation,
+    attention,
+    key_mask,
+    layer_norm,
+    linear,
+    merge_heads,
+    split_heads,
+)
+from modelstore.build.weights import Checkpoint
+
+MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+_PREFIXES = ("", "bert.", "roberta.", "model.")
+
+
+def _prefix(checkpoint: Checkpoint) -> str:
+    """Checkpoints saved from a task model nest the encoder under `bert.` or `roberta.`."""
+    for prefix in _PREFIXES:
+        if f"{prefix}embeddings.word_embeddings.weight" in checkpoint:
+            return prefix
+    raise ArchitectureError("the checkpoint has no embeddings.word_embeddings.weight: not a BERT-style encoder")
+
+
+def _positions(input_ids: Node, config: dict[str, Any]) -> Node:
+    """Absolute positions 0..S-1, or RoBERTa's count of real tokens offset by padding_idx."""
+    if config["model_type"] == "bert":
+        length = ops.gather(ops.shape_of(input_ids), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
+        return ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
+    padding_idx = int(config.get("pad_token_id", 1))
+    real = ops.convert(ops.not_equal(input_ids, ops.constant(np.int64(padding_idx))), "i64")
+    counted = ops.multiply(ops.cumsum(real, ops.constant(np.int64(1))), real)
+    return ops.add(counted, ops.constant(np.int64(padding_idx)))
+
+
+def _check(config: dict[str, Any]) -> None:
+    kind = config.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise ArchitectureError(f"position_embedding_type {kind!r}: only absolute positions are converted")
+    if config.get("is_decoder"):
+        raise ArchitectureError("a BERT decoder (is_decoder: true) is not an embedding encoder")
+
+
+def build(config: dict[str, Any], checkpoint: Checkpoint, half: bool) -> ov.Model:
+    _check(config)
+    weights = Weights(checkpoint, _prefix(checkpoint), half=half)
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    head_size = hidden // heads
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    act = str(config.get("hidden_act", "gelu"))
+
+    input_ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
+    attention_mask = ops.parameter([-1, -1], ov.Type.i64, name="attention_mask")
+    token_type_ids = ops.parameter([-1, -1], ov.Type.i64, name="token_type_ids")
+    axis0 = ops.constant(np.int64(0))
+
+    x = ops.gather(weights.const("embeddings.word_embeddings.weight"), input_ids, axis0)
+    positions = _positions(input_ids, config)
+    x = ops.add(x, ops.gather(weights.const("embeddings.position_embeddings.weight"), positions, axis0))
+    if "embeddings.token_type_embeddings.weight" in weights:
+        types = weights.const("embeddings.token_type_embeddings.weight")
+        x = ops.add(x, ops.gather(types, token_type_ids, axis0))
+    x = layer_norm(weights, "embeddings.LayerNorm", x, eps)
+    mask = key_mask(attention_mask)
+
+    for i in range(int(config["num_hidden_layers"])):
+        layer = f"encoder.layer.{i}"
+        q, k, v = (
+            split_heads(linear(weights, f"{layer}.attention.self.{n}", x), heads, head_size)
+            for n in ("query", "key", "value")
+        )
+        context = merge_heads(attention(q, k, v, mask, head_size), hidden)
+        attended = linear(weights, f"{layer}.attention.output.dense", context)
+        x = layer_norm(weights, f"{layer}.attention.output.LayerNorm", ops.add(attended, x), eps)
+        inner = activation(act, linear(weights, f"{layer}.intermediate.dense", x))
+        out = linear(weights, f"{layer}.output.dense", inner)
+        x = layer_norm(weights, f"{layer}.output.LayerNorm", ops.add(out, x), eps)
+
+    return ov.Model([x], [input_ids, attention_mask, token_type_ids], "bert")

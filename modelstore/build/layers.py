@@ -1,0 +1,154 @@
+"""The pieces transformer encoders are made of, as OpenVINO nodes with weights from a checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from modelstore.build.weights import Checkpoint
+
+Node = ov.Node | ov.Output
+
+# Added to the scores of padding keys: the lowest float32, as transformers masks them, finite so a
+# softmax over a row never divides zero by zero.
+MASKED_SCORE = float(np.finfo(np.float32).min)
+
+# transformers' ACT2FN names, as OpenVINO ops.
+_ACTIVATIONS = {
+    "gelu": lambda x: ops.gelu(x, "erf"),
+    "gelu_new": lambda x: ops.gelu(x, "tanh"),
+    "gelu_pytorch_tanh": lambda x: ops.gelu(x, "tanh"),
+    "gelu_fast": lambda x: ops.gelu(x, "tanh"),
+    "relu": ops.relu,
+    "silu": ops.swish,
+    "swish": ops.swish,
+    "tanh": ops.tanh,
+}
+
+
+class ArchitectureError(ValueError):
+    """A config this converter cannot build faithfully, said with what it has and what it supports."""
+
+
+def activation(name: str, x: Node) -> Node:
+    try:
+        return _ACTIVATIONS[name](x)
+    except KeyError:
+        raise ArchitectureError(f"activation {name!r} is not one of {', '.join(sorted(_ACTIVATIONS))}") from None
+
+
+class Weights:
+    """A checkpoint's tensors under one name prefix, as OpenVINO constants that compute in float32.
+
+    Float32 data becomes a constant sharing the mapped file's memory (the IR is saved with it compressed to
+    fp16 when `half`); with `half`, fp16 and bf16 data become fp16 constants decompressed to float32, so a
+    16-bit checkpoint is never widened whole in memory.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, prefix: str = "", *, half: bool = True) -> None:
+        self.checkpoint = checkpoint
+        self.prefix = prefix
+        self.half = half
+
+    def __contains__(self, name: str) -> bool:
+        return self.prefix + name in self.checkpoint
+
+    def const(self, name: str) -> Node:
+        tensor = self.checkpoint.get(self.prefix + name)
+        if self.half and tensor.half:
+            values = tensor.as_float16()
+            if values is not None:
+                stored = ops.constant(np.ascontiguousarray(values), shared_memory=True, name=self.prefix + name)
+                return ops.convert(stored, "f32")
+        return ops.constant(np.ascontiguousarray(tensor.as_float32()), shared_memory=True, name=self.prefix + name)
+
+
+def linear(weights: Weights, name: str, x: Node) -> Node:
+    """torch.nn.Linear: x @ W^T (+ b)."""
+    y = ops.matmul(x, weights.const(f"{name}.weight"), transpose_a=False, transpose_b=True)
+    return ops.add(y, weights.const(f"{name}.bias")) if f"{name}.bias" in weights else y
+
+
+def layer_norm(weights: Weights, name: str, x: Node, eps: float) -> Node:
+    """torch.nn.LayerNorm over the last axis: eps inside the square root, then scale and shift."""
+    normed = ops.mvn(x, ops.constant(np.array([-1], dtype=np.int64)), True, eps, "inside_sqrt")
+    scaled = ops.multiply(normed, weights.const(f"{name}.weight"))
+    return ops.add(scaled, weights.const(f"{name}.bias")) if f"{name}.bias" in weights else scaled
+
+
+def key_mask(attention_mask: Node) -> Node:
+    """[batch, 1, 1, keys] additive mask: 0 for real tokens, MASKED_SCORE for padding."""
+    padding = ops.subtract(ops.constant(np.float32(1.0)), ops.convert(attention_mask, "f32"))
+    bias = ops.multiply(padding, ops.constant(np.float32(MASKED_SCORE)))
+    return ops.unsqueeze(bias, ops.constant(np.array([1, 2], dtype=np.int64)))
+
+
+def split_heads(x: Node, heads: int, head_size: int) -> Node:
+    """[batch, tokens, heads * size] -> [batch, heads, tokens, size]."""
+    shaped = ops.reshape(x, ops.constant(np.array([0, 0, heads, head_size], dtype=np.int64)), special_zero=True)
+    return ops.transpose(shaped, ops.constant(np.array([0, 2, 1, 3], dtype=np.int64)))
+
+
+def merge_heads(x: Node, width: int) -> Node:
+    """[batch, heads, tokens, size] -> [batch, tokens, heads * size]."""
+    moved = ops.transpose(x, ops.constant(np.array([0, 2, 1, 3], dtype=np.int64)))
+    return ops.reshape(moved, ops.constant(np.array([0, 0, width], dtype=np.int64)), special_zero=True)
+
+
+def attention(q: Node, k: Node, v: Node, mask: Node, head_size: int) -> Node:
+    """Softmax(q k^T / sqrt(d) + mask) v, as OpenVINO's fused scaled-dot-product attention."""
+    scale = ops.constant(np.float32(1.0 / np.sqrt(head_size)))
+    return ops.scaled_dot_product_attention(q, k, v, mask, scale)
+
+
+def rms_norm(weights: Weights, name: str, x: Node, eps: float) -> Node:
+    """T5/Llama RMSNorm: x / sqrt(mean(x^2) + eps) * weight, over the last axis."""
+    axis = ops.constant(np.array([-1], dtype=np.int64))
+    mean_square = ops.reduce_mean(ops.multiply(x, x), axis, keep_dims=True)
+    root = ops.sqrt(ops.add(mean_square, ops.constant(np.float32(eps))))
+    normed = ops.divide(x, root)
+    return ops.multiply(normed, weights.const(f"{name}.weight"))
+
+
+def rotary_tables(positions: Node, head_size: int, theta: float) -> tuple[Node, Node]:
+    """cos and sin of the default rotary embedding, [batch, 1, tokens, head_size], for rotate_half."""
+    inverse = 1.0 / (theta ** (np.arange(0, head_size, 2, dtype=np.float64) / head_size))
+    angles = ops.multiply(ops.unsqueeze(ops.convert(positions, "f32"), -1), inverse.astype(np.float32))
+    both = ops.concat([angles, angles], -1)
+    at_heads = ops.constant(np.array([1], dtype=np.int64))
+    return ops.unsqueeze(ops.cos(both), at_heads), ops.unsqueeze(ops.sin(both), at_heads)
+
+
+def rotate(x: Node, cos: Node, sin: Node) -> Node:
+    """x * cos + rotate_half(x) * sin, where rotate_half(x) = concat(-x2, x1) of x's two halves."""
+    first, second = ops.split(x, -1, 2).outputs()
+    rotated = ops.concat([ops.negative(second), first], -1)
+    return ops.add(ops.multiply(x, cos), ops.multiply(rotated, sin))
+
+
+def repeat_heads(x: Node, groups: int, kv_heads: int, head_size: int) -> Node:
+    """Grouped-query attention's repeat_kv: [batch, kv_heads, tokens, size] -> [batch, kv_heads*groups, ...]."""
+    if groups == 1:
+        return x
+    expanded = ops.unsqueeze(x, ops.constant(np.array([2], dtype=np.int64)))
+    shape = ops.shape_of(expanded)
+    target = ops.concat(
+        [
+            ops.gather(shape, ops.constant(np.array([0, 1], dtype=np.int64)), 0),
+            ops.constant(np.array([groups], dtype=np.int64)),
+            ops.gather(shape, ops.constant(np.array([3, 4], dtype=np.int64)), 0),
+        ],
+        0,
+    )
+    tiled = ops.broadcast(expanded, target)
+    return ops.reshape(tiled, ops.constant(np.array([0, kv_heads * groups, -1, head_size], dtype=np.int64)), True)
+
+
+def causal_key_mask(attention_mask: Node) -> Node:
+    """[batch, 1, queries, keys] additive mask: each token sees itself and earlier real tokens only."""
+    length = ops.gather(ops.shape_of(attention_mask), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
+    index = ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
+    later = ops.greater(ops.unsqueeze(index, 0), ops.unsqueeze(index, 1))  # [queries, keys]: key after query
+    causal = ops.select(later, ops.constant(np.float32(MASKED_SCORE)), ops.constant(np.float32(0.0)))
+    return ops.minimum(ops.unsqueeze(causal, ops.constant(np.array([0, 1], dtype=np.int64))), key_mask(attention_mask))

@@ -1,0 +1,96 @@
+"""Qwen3 (qwen3-embedding), as transformers' modeling_qwen3.py runs it for an embedding.
+
+Pre-RMSNorm decoder blocks with grouped-query attention, RMSNorm on each query and key head, the default
+rotary embedding, a causal mask and a SiLU-gated feed-forward; a final RMSNorm. Positions count each text's
+own tokens from 0, so a right-padded batch gives every text the vector it has alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from modelstore.build.layers import (
+    ArchitectureError,
+    Node,
+    Weights,
+    activation,
+    attention,
+    causal_key_mask,
+    linear,
+    merge_heads,
+    repeat_heads,
+    rms_norm,
+    rotary_tables,
+    rotate,
+    split_heads,
+)
+from modelstore.build.weights import Checkpoint
+
+MODEL_TYPES = ("qwen3",)
+_PREFIXES = ("", "model.")
+
+
+def _prefix(checkpoint: Checkpoint) -> str:
+    """A causal-LM checkpoint nests the decoder under `model.`; an embedding checkpoint does not."""
+    for prefix in _PREFIXES:
+        if f"{prefix}embed_tokens.weight" in checkpoint:
+            return prefix
+    raise ArchitectureError("the checkpoint has no embed_tokens.weight: not a Qwen3 decoder")
+
+
+def rope_theta(config: dict[str, Any]) -> float:
+    """The default rotary embedding's base; scaled variants (yarn, dynamic, ...) are refused."""
+    parameters = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or {}
+    kind = parameters.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if kind != "default":
+        raise ArchitectureError(f"rotary embedding type {kind!r}: only the default one is converted")
+    return float(parameters.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def _positions(attention_mask: Node) -> Node:
+    """Each text's own token index: cumsum(mask) - 1, and 0 on padding."""
+    counted = ops.cumsum(attention_mask, ops.constant(np.int64(1)))
+    return ops.maximum(ops.subtract(counted, ops.constant(np.int64(1))), ops.constant(np.int64(0)))
+
+
+def build(config: dict[str, Any], checkpoint: Checkpoint, half: bool) -> ov.Model:
+    if config.get("use_sliding_window"):
+        raise ArchitectureError("use_sliding_window: true is not converted; Qwen3 embedding models use full attention")
+    weights = Weights(checkpoint, _prefix(checkpoint), half=half)
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_size = int(config.get("head_dim") or hidden // heads)
+    eps = float(config.get("rms_norm_eps", 1e-6))
+    act = str(config.get("hidden_act", "silu"))
+
+    input_ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
+    attention_mask = ops.parameter([-1, -1], ov.Type.i64, name="attention_mask")
+    x: Node = ops.gather(weights.const("embed_tokens.weight"), input_ids, ops.constant(np.int64(0)))
+    cos, sin = rotary_tables(_positions(attention_mask), head_size, rope_theta(config))
+    mask = causal_key_mask(attention_mask)
+
+    for i in range(int(config["num_hidden_layers"])):
+        layer = f"layers.{i}"
+        normed = rms_norm(weights, f"{layer}.input_layernorm", x, eps)
+        q = split_heads(linear(weights, f"{layer}.self_attn.q_proj", normed), heads, head_size)
+        k = split_heads(linear(weights, f"{layer}.self_attn.k_proj", normed), kv_heads, head_size)
+        v = split_heads(linear(weights, f"{layer}.self_attn.v_proj", normed), kv_heads, head_size)
+        q = rotate(rms_norm(weights, f"{layer}.self_attn.q_norm", q, eps), cos, sin)
+        k = rotate(rms_norm(weights, f"{layer}.self_attn.k_norm", k, eps), cos, sin)
+        groups = heads // kv_heads
+        k, v = repeat_heads(k, groups, kv_heads, head_size), repeat_heads(v, groups, kv_heads, head_size)
+        context = merge_heads(attention(q, k, v, mask, head_size), heads * head_size)
+        x = ops.add(x, linear(weights, f"{layer}.self_attn.o_proj", context))
+        normed = rms_norm(weights, f"{layer}.post_attention_layernorm", x, eps)
+        gate = activation(act, linear(weights, f"{layer}.mlp.gate_proj", normed))
+        up = linear(weights, f"{layer}.mlp.up_proj", normed)
+        x = ops.add(x, linear(weights, f"{layer}.mlp.down_proj", ops.multiply(gate, up)))
+
+    x = rms_norm(weights, "norm", x, eps)
+    return ov.Model([x], [input_ids, attention_mask], "qwen3")

