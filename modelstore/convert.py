@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from modelstore.build import ArchitectureError, WeightsError, build_network
+from modelstore.build import WEIGHT_FORMATS, ArchitectureError, WeightsError, build_network
 from modelstore.layout import IR_FILE, REPO_NETWORKS, first_present, is_checkpoint
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
@@ -85,24 +85,24 @@ def _weights(model: ov.Model) -> tuple[str, int]:
     return precision, count
 
 
-WEIGHT_FORMATS = ("fp16", "fp32")
-
-
 def convert_network(source: Path, destination: Path, weights: str | None = None) -> NetworkInfo:
     """Read or build the source network and save it as IR in `destination`.
 
     ONNX external data is found beside the .onnx file. By default read networks keep the precision their
     weights came in (fp16-compressed IR stays compressed, fp32 ONNX stays fp32) and built networks get fp16
-    weights; `weights` asks for fp16 or fp32 where the source has fp32. The engine decides the compute
-    precision.
+    weights; `weights` asks for fp16 or fp32 where the source has fp32, or, for a checkpoint, int8 weight
+    matrices. The engine decides the compute precision.
     """
     if weights not in (None, *WEIGHT_FORMATS):
         raise ConversionError(f"weights {weights!r} is not one of {', '.join(WEIGHT_FORMATS)}")
     core = ov.Core()
     built = is_checkpoint(source)
-    half = weights == "fp16" or (weights is None and built)
+    if weights == "int8" and not built:
+        raise ConversionError(f"int8 weights are made from a safetensors checkpoint, and {source.name} is not one")
+    # A built network has its weights in their storage format already; a read one is compressed if asked.
+    compress = weights == "fp16" and not built
     try:
-        model = build_network(source, half) if built else core.read_model(source)
+        model = build_network(source, weights or "fp16") if built else core.read_model(source)
     except (ArchitectureError, WeightsError) as exc:
         raise ConversionError(str(exc)) from exc
     except RuntimeError as exc:
@@ -118,6 +118,6 @@ def convert_network(source: Path, destination: Path, weights: str | None = None)
     output.get_tensor().set_names({"last_hidden_state"})
     shape = output.get_partial_shape()
     dimension = shape[2].get_length() if shape[2].is_static else None
-    ov.save_model(model, destination / IR_FILE, compress_to_fp16=half)
-    precision, parameters = _weights(core.read_model(destination / IR_FILE) if half else model)
+    ov.save_model(model, destination / IR_FILE, compress_to_fp16=compress)
+    precision, parameters = _weights(core.read_model(destination / IR_FILE))
     return NetworkInfo(dimension=dimension, precision=precision, parameter_count=parameters)

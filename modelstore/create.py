@@ -82,7 +82,7 @@ def create_from_folder(
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
 
     `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is;
-    `weights` (fp16, fp32) is the stored weight format, by default as convert_network chooses.
+    `weights` (fp16, fp32, int8) is the stored weight format, by default as convert_network chooses.
     """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():

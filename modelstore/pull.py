@@ -37,6 +37,7 @@ from modelstore.build import builder_for
 from modelstore.catalog import CatalogEntry, lookup
 from modelstore.create import CreateError, create_from_folder
 from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download
+from modelstore.layout import is_checkpoint
 from modelstore.names import ModelName
 from modelstore.spec import ModelDescription
 from modelstore.store import ModelRecord, ModelStore, file_sha256
@@ -90,6 +91,11 @@ class HubSource:
     repo: str
     revision: str
     entry: CatalogEntry | None
+
+    @property
+    def weights(self) -> str | None:
+        """The catalog's weight format for a converted checkpoint; None is the converter's default."""
+        return self.entry.weights if self.entry else None
 
     @property
     def fallback(self) -> ModelDescription | None:
@@ -172,8 +178,11 @@ class Puller:
                 return self._finish_present(present, report)
             raise
         # This name, or another name for the same repo at the same commit (which becomes a copy).
+        wanted = (source.repo, commit, source.weights)
         fetched = [
-            r for r in self.store.list() if (r.extra.get("hf_repo"), r.extra.get("hf_commit")) == (source.repo, commit)
+            r
+            for r in self.store.list()
+            if (r.extra.get("hf_repo"), r.extra.get("hf_commit"), r.extra.get("weights")) == wanted
         ]
         if fetched:
             same_name = next((r for r in fetched if r.name.key == name.key), None)
@@ -189,9 +198,17 @@ class Puller:
             "hf_commit": commit,
             "layers": [{"digest": f.digest, "size": f.size} for f in plan.files],
         }
+        if source.weights:  # kept even when the repo's own export was used, so the next pull knows this one
+            extra["weights"] = source.weights
         try:
             record = create_from_folder(
-                self.store, name, folder, f"hf.co/{repo}@{commit[:12]}", fallback=source.fallback, extra=extra
+                self.store,
+                name,
+                folder,
+                f"hf.co/{repo}@{commit[:12]}",
+                fallback=source.fallback,
+                extra=extra,
+                weights=source.weights if is_checkpoint(Path(plan.network)) else None,
             )
         except CreateError as exc:
             raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc

@@ -77,10 +77,6 @@ def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int,
     [
         ("embeddinggemma", ("Dense",)),
         ("embeddinggemma:300m-bf16", ("Dense", "gated")),
-        ("qwen3-embedding:4b", ("optimum-cli", "Qwen/Qwen3-Embedding-4B", "ovembed create")),
-        ("qwen3-embedding:8b", ("optimum-cli", "Qwen/Qwen3-Embedding-8B", "ovembed create")),
-        ("qwen3-embedding:latest", ("optimum-cli", "ovembed create")),
-        ("qwen3-embedding", ("optimum-cli", "ovembed create")),
     ],
 )
 def test_blocked_models_say_why(text: str, needles: tuple[str, ...]) -> None:
@@ -92,10 +88,35 @@ def test_blocked_models_say_why(text: str, needles: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["all-minilm", "bge-m3", "qwen3-embedding:0.6b", "nomic-embed-text-v2-moe", "snowflake-arctic-embed:m-long"],
+    [
+        "all-minilm",
+        "bge-m3",
+        "qwen3-embedding:0.6b",
+        "qwen3-embedding:4b",
+        "qwen3-embedding",
+        "nomic-embed-text-v2-moe",
+        "snowflake-arctic-embed:m-long",
+    ],
 )
 def test_servable_models_are_not_blocked(text: str) -> None:
     assert _entry(text).blocked is None
+
+
+@pytest.mark.parametrize(
+    ("text", "weights"),
+    [
+        ("qwen3-embedding", "int8"),
+        ("qwen3-embedding:8b", "int8"),
+        ("qwen3-embedding:4b-q4_K_M", "int8"),
+        ("qwen3-embedding:4b-q8_0", "int8"),
+        ("qwen3-embedding:4b-fp16", "fp16"),
+        ("qwen3-embedding:8b-fp16", "fp16"),
+        ("qwen3-embedding:0.6b", None),
+        ("all-minilm", None),
+    ],
+)
+def test_large_qwen3_tags_convert_to_int8_unless_they_ask_for_fp16(text: str, weights: str | None) -> None:
+    assert _entry(text).weights == weights
 
 
 def test_qwen3_small_uses_the_openvino_mirror() -> None:

@@ -163,6 +163,29 @@ def test_the_real_minilm_checkpoint_matches_sentence_transformers(tmp_path: Path
     assert cosines(default, expected).min() >= DEFAULT_COSINE
 
 
+def test_int8_weight_matrices_shrink_the_model_and_keep_the_vectors(tmp_path: Path) -> None:
+    """Weight matrices as int8 per output channel: measured worst cosine 0.9952 (mean 0.9990) on all-MiniLM."""
+    require_shared()
+    texts = [json.loads(line)["text"] for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").open()]
+    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    store = ModelStore(tmp_path / "store")
+    int8 = create_from_folder(store, parse_name("int8"), minilm_checkpoint(), weights="int8")
+    fp16 = create_from_folder(store, parse_name("fp16"), minilm_checkpoint())
+    assert int8.spec.precision == "int8"
+    # all-MiniLM is half embedding table, which stays fp16: 35 MB against 46 MB. The matrices halve.
+    assert int8.size < 0.8 * fp16.size
+    model = Engine("CPU", "fp32", "THROUGHPUT", None).load(int8)
+    got = np.concatenate([model.embed(0, model.tokenize([t], 256, True)) for t in texts])
+    found = cosines(got, expected)
+    assert found.min() >= 0.99
+    assert found.mean() >= 0.998
+
+
+def test_int8_is_made_from_a_checkpoint_only(tmp_path: Path, tiny_dir: Path) -> None:
+    with pytest.raises(CreateError, match="int8 weights are made from a safetensors checkpoint"):
+        create_from_folder(ModelStore(tmp_path / "store"), parse_name("onnx-int8"), tiny_dir, weights="int8")
+
+
 def test_the_daemon_install_has_no_torch() -> None:
     """The converter is OpenVINO's opset and numpy only; torch would not be importable beside it here."""
     assert importlib.util.find_spec("torch") is None

@@ -14,20 +14,20 @@ from typing import Any
 import openvino as ov
 
 from modelstore.build import bert, qwen3
-from modelstore.build.layers import ArchitectureError
+from modelstore.build.layers import WEIGHT_FORMATS, ArchitectureError
 from modelstore.build.weights import Checkpoint, WeightsError
 
-Builder = Callable[[dict[str, Any], Checkpoint, bool], ov.Model]
+Builder = Callable[[dict[str, Any], Checkpoint, str], ov.Model]
 BUILDERS: dict[str, Builder] = {
     **dict.fromkeys(bert.MODEL_TYPES, bert.build),
     **dict.fromkeys(qwen3.MODEL_TYPES, qwen3.build),
 }
 
-__all__ = ["BUILDERS", "ArchitectureError", "WeightsError", "build_network", "builder_for"]
+__all__ = ["BUILDERS", "WEIGHT_FORMATS", "ArchitectureError", "WeightsError", "build_network", "builder_for"]
 
 
-def build_network(checkpoint_path: Path, half: bool = True) -> ov.Model:
-    """The encoder described by the config.json beside `checkpoint_path`, with its weights (16-bit if `half`).
+def build_network(checkpoint_path: Path, weights: str = "fp16") -> ov.Model:
+    """The encoder described by the config.json beside `checkpoint_path`, with its weights as `weights`.
 
     Raises ArchitectureError for an architecture or setting not converted, WeightsError for a bad checkpoint.
     """
@@ -36,7 +36,7 @@ def build_network(checkpoint_path: Path, half: bool = True) -> ov.Model:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArchitectureError(f"cannot read {config_path.name} beside {checkpoint_path.name}: {exc}") from exc
-    return builder_for(config)(config, Checkpoint.open(checkpoint_path), half)
+    return builder_for(config)(config, Checkpoint.open(checkpoint_path), weights)
 
 
 def builder_for(config: dict[str, Any]) -> Builder:

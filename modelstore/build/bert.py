@@ -58,9 +58,9 @@ def _check(config: dict[str, Any]) -> None:
         raise ArchitectureError("a BERT decoder (is_decoder: true) is not an embedding encoder")
 
 
-def build(config: dict[str, Any], checkpoint: Checkpoint, half: bool) -> ov.Model:
+def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
     _check(config)
-    weights = Weights(checkpoint, _prefix(checkpoint), half=half)
+    weights = Weights(checkpoint, _prefix(checkpoint), storage=weights_format)
     hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
     head_size = hidden // heads

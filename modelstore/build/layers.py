@@ -38,35 +38,49 @@ def activation(name: str, x: Node) -> Node:
         raise ArchitectureError(f"activation {name!r} is not one of {', '.join(sorted(_ACTIVATIONS))}") from None
 
 
+WEIGHT_FORMATS = ("fp16", "fp32", "int8")
+
+
 class Weights:
     """A checkpoint's tensors under one name prefix, as OpenVINO constants that compute in float32.
 
-    Float32 data becomes a constant sharing the mapped file's memory (the IR is saved with it compressed to
-    fp16 when `half`); with `half`, fp16 and bf16 data become fp16 constants decompressed to float32, so a
-    16-bit checkpoint is never widened whole in memory.
+    With fp32 storage a float32 tensor is a constant sharing the mapped file's memory. Otherwise tensors are
+    stored as fp16 constants decompressed to float32, narrowed a block at a time (a value out of fp16's
+    range keeps its tensor in float32); with int8, weight matrices are symmetric int8 per output channel
+    times float scales, OpenVINO's decompression pattern, which its plugins run without widening.
     """
 
-    def __init__(self, checkpoint: Checkpoint, prefix: str = "", *, half: bool = True) -> None:
+    def __init__(self, checkpoint: Checkpoint, prefix: str = "", *, storage: str = "fp16") -> None:
+        if storage not in WEIGHT_FORMATS:
+            raise ArchitectureError(f"weights {storage!r} is not one of {', '.join(WEIGHT_FORMATS)}")
         self.checkpoint = checkpoint
         self.prefix = prefix
-        self.half = half
+        self.storage = storage
 
     def __contains__(self, name: str) -> bool:
         return self.prefix + name in self.checkpoint
 
     def const(self, name: str) -> Node:
         tensor = self.checkpoint.get(self.prefix + name)
-        if self.half and tensor.half:
+        if self.storage != "fp32":
             values = tensor.as_float16()
             if values is not None:
                 stored = ops.constant(np.ascontiguousarray(values), shared_memory=True, name=self.prefix + name)
                 return ops.convert(stored, "f32")
         return ops.constant(np.ascontiguousarray(tensor.as_float32()), shared_memory=True, name=self.prefix + name)
 
+    def matrix(self, name: str) -> Node:
+        """A weight matrix [out, in]: as `const`, or int8 values times per-channel scales."""
+        if self.storage != "int8":
+            return self.const(name)
+        values, scales = self.checkpoint.get(self.prefix + name).as_int8_rows()
+        stored = ops.constant(values, shared_memory=True, name=self.prefix + name)
+        return ops.multiply(ops.convert(stored, "f32"), ops.constant(scales, shared_memory=True))
+
 
 def linear(weights: Weights, name: str, x: Node) -> Node:
     """torch.nn.Linear: x @ W^T (+ b)."""
-    y = ops.matmul(x, weights.const(f"{name}.weight"), transpose_a=False, transpose_b=True)
+    y = ops.matmul(x, weights.matrix(f"{name}.weight"), transpose_a=False, transpose_b=True)
     return ops.add(y, weights.const(f"{name}.bias")) if f"{name}.bias" in weights else y
 
 

@@ -58,10 +58,10 @@ def _positions(attention_mask: Node) -> Node:
     return ops.maximum(ops.subtract(counted, ops.constant(np.int64(1))), ops.constant(np.int64(0)))
 
 
-def build(config: dict[str, Any], checkpoint: Checkpoint, half: bool) -> ov.Model:
+def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
     if config.get("use_sliding_window"):
         raise ArchitectureError("use_sliding_window: true is not converted; Qwen3 embedding models use full attention")
-    weights = Weights(checkpoint, _prefix(checkpoint), half=half)
+    weights = Weights(checkpoint, _prefix(checkpoint), storage=weights_format)
     hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads") or heads)

@@ -56,22 +56,41 @@ class Tensor:
             return (self.array.astype(np.uint32) << 16).view(np.float32)
         return self.array if self.array.dtype == np.float32 else self.array.astype(np.float32)
 
-    def as_float16(self) -> np.ndarray | None:
-        """fp16 values (a view of fp16 data), or None where a bf16 value lies outside fp16's range.
+    def as_int8_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Symmetric int8 per row (a weight matrix's output channel): values and float32 scales [rows, 1].
 
-        bf16 is widened a block of rows at a time, so converting a large embedding table never holds it in
-        float32 whole.
+        Done a block of rows at a time from the mapped file, so only the int8 copy is ever held whole.
         """
-        if not self.bf16:
-            return self.array if self.array.dtype == np.float16 else None
+        rows = self.array.reshape(self.array.shape[0], -1)
+        values = np.empty(rows.shape, dtype=np.int8)
+        scales = np.empty((rows.shape[0], 1), dtype=np.float32)
+        for start in range(0, rows.shape[0], _ROWS_PER_BLOCK):
+            block = rows[start : start + _ROWS_PER_BLOCK]
+            wide = (block.astype(np.uint32) << 16).view(np.float32) if self.bf16 else block.astype(np.float32)
+            scale = np.maximum(np.abs(wide).max(axis=1, keepdims=True), 1e-30) / 127.0
+            values[start : start + len(block)] = np.clip(np.rint(wide / scale), -127, 127)
+            scales[start : start + len(block)] = scale
+        return values.reshape(self.array.shape), scales
+
+    def as_float16(self) -> np.ndarray | None:
+        """fp16 values (a view of fp16 data), or None where a value lies outside fp16's range.
+
+        bf16 and float32 are narrowed a block of rows at a time, so a large embedding table is never held
+        twice in memory.
+        """
+        if self.array.dtype == np.float16:
+            return self.array
+        if not (self.bf16 or self.array.dtype == np.float32):
+            return None
         out = np.empty(self.array.shape, dtype=np.float16)
         rows = self.array.reshape(self.array.shape[0], -1) if self.array.ndim else self.array.reshape(1, 1)
         flat = out.reshape(rows.shape)
         for start in range(0, rows.shape[0], _ROWS_PER_BLOCK):
-            block = (rows[start : start + _ROWS_PER_BLOCK].astype(np.uint32) << 16).view(np.float32)
-            if np.abs(block).max(initial=0.0) > _FP16_MAX:
+            block = rows[start : start + _ROWS_PER_BLOCK]
+            wide = (block.astype(np.uint32) << 16).view(np.float32) if self.bf16 else block
+            if np.abs(wide).max(initial=0.0) > _FP16_MAX:
                 return None
-            flat[start : start + _ROWS_PER_BLOCK] = block
+            flat[start : start + _ROWS_PER_BLOCK] = wide
         return out
 
 
