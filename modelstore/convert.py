@@ -13,7 +13,7 @@ import numpy as np
 import openvino as ov
 
 from modelstore.build import WEIGHT_FORMATS, ArchitectureError, WeightsError, build_network
-from modelstore.layout import IR_FILE, REPO_NETWORKS, first_present, is_checkpoint
+from modelstore.layout import IR_FILE, REPO_CHECKPOINTS, REPO_NETWORKS, first_present, is_checkpoint
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
@@ -46,8 +46,9 @@ def openvino_reason(exc: BaseException) -> str:
     return next((line for line in lines if not line.startswith("Exception from ")), type(exc).__name__)
 
 
-def find_network(folder: Path) -> Path:
-    network = first_present(folder, REPO_NETWORKS)
+def find_network(folder: Path, *, checkpoint_first: bool = False) -> Path:
+    """The network to convert; int8 weights are made from a checkpoint, so they look for one first."""
+    network = (checkpoint_first and first_present(folder, REPO_CHECKPOINTS)) or first_present(folder, REPO_NETWORKS)
     if network is None:
         raise ConversionError(
             f"{folder} has no network to convert: expected openvino/openvino_model.xml, onnx/model.onnx "

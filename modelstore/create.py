@@ -88,7 +88,7 @@ def create_from_folder(
     if not folder.is_dir():
         raise CreateError(f"{folder} is not a folder")
     try:
-        network = find_network(folder)
+        network = find_network(folder, checkpoint_first=weights == "int8")
         tokenizer = _find_tokenizer(folder)
         description = describe_repo(folder, fallback)
     except (ConversionError, ConfigError) as exc:
@@ -97,7 +97,8 @@ def create_from_folder(
         loaded = Tokenizer.from_file(str(tokenizer))
     except Exception as exc:  # the tokenizers library raises its own Exception type
         raise CreateError(f"cannot read {tokenizer.name}: {exc}") from exc
-    patched = _with_end_of_text(loaded) if description.architecture in _ENDS_WITH_END_OF_TEXT else None
+    ends_with_eos = description.architecture in _ENDS_WITH_END_OF_TEXT and description.pooling == "lasttoken"
+    patched = _with_end_of_text(loaded) if ends_with_eos else None
     with store.staging() as staged, store.staging() as scratch:
         try:
             info = convert_network(_readable(network, scratch), staged, weights)

@@ -7,14 +7,10 @@ pre-converted mirror) its safetensors checkpoint, which ovembed converts itself.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from modelstore.layout import REPO_CHECKPOINTS, REPO_IR_FILES, REPO_ONNX_FILES, is_repo_config
-
-# The shards an index names, as transformers writes them: model-00001-of-00004.safetensors.
-_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -71,14 +67,20 @@ def _export(by_path: dict[str, RemoteFile]) -> tuple[str, set[str]] | None:
 
 
 def _checkpoint(by_path: dict[str, RemoteFile]) -> tuple[str, set[str]] | None:
-    """The safetensors checkpoint at the root: one file, or an index and the shards beside it."""
-    single, index = REPO_CHECKPOINTS
-    if single in by_path:
-        return single, {single}
-    if index in by_path:
-        shards = {p for p in by_path if _SHARD.fullmatch(p)}
-        return index, {index} | shards
+    """The safetensors checkpoint at the root: one file, or an index (whose shards `with_shards` adds)."""
+    for path in REPO_CHECKPOINTS:
+        if path in by_path:
+            return path, {path}
     return None
+
+
+def with_shards(plan: DownloadPlan, files: list[RemoteFile], shards: set[str]) -> DownloadPlan | None:
+    """The plan with the shards an index names, or None when the repo lacks any of them."""
+    by_path = {f.path: f for f in files}
+    if not shards <= set(by_path):
+        return None
+    chosen = {f.path for f in plan.files} | shards
+    return replace(plan, files=tuple(by_path[p] for p in sorted(chosen, key=_layer_order)))
 
 
 def plan_download(files: list[RemoteFile], *, checkpoint: bool = False) -> DownloadPlan | None:

@@ -59,6 +59,10 @@ def is_checkpoint(path: Path) -> bool:
     return path.name in REPO_CHECKPOINTS
 
 
+def is_checkpoint_index(path: str) -> bool:
+    return path == REPO_CHECKPOINTS[1]
+
+
 def first_present(folder: Path, candidates: tuple[str, ...]) -> Path | None:
     """The first candidate that is a file under `folder`."""
     return next((folder / c for c in candidates if (folder / c).is_file()), None)

@@ -36,8 +36,8 @@ from huggingface_hub.utils import tqdm as hub_tqdm
 from modelstore.build import builder_for
 from modelstore.catalog import CatalogEntry, lookup
 from modelstore.create import CreateError, create_from_folder
-from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download
-from modelstore.layout import is_checkpoint
+from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download, with_shards
+from modelstore.layout import is_checkpoint, is_checkpoint_index
 from modelstore.names import ModelName
 from modelstore.spec import ModelDescription
 from modelstore.store import ModelRecord, ModelStore, file_sha256
@@ -187,12 +187,14 @@ class Puller:
         if fetched:
             same_name = next((r for r in fetched if r.name.key == name.key), None)
             return self._finish_present(same_name or self.store.copy(fetched[0], name), report)
-        repo, commit, plan = self._plan(source, commit)
+        repo, fetched_commit, plan = self._plan(source, commit)
         self._check_disk(plan)
-        folder = self._download(repo, commit, plan, report, cancelled)
+        folder = self._download(repo, fetched_commit, plan, report, cancelled)
         report(PullStatus("verifying sha256 digest"))
         self._verify(folder, plan)
         report(PullStatus("converting to OpenVINO IR"))
+        # Keyed on the name's own repo and commit, even when a mirror supplied the files, so the next pull of
+        # any tag for them finds this model.
         extra = {
             "hf_repo": source.repo,
             "hf_commit": commit,
@@ -205,7 +207,7 @@ class Puller:
                 self.store,
                 name,
                 folder,
-                f"hf.co/{repo}@{commit[:12]}",
+                f"hf.co/{repo}@{fetched_commit[:12]}",
                 fallback=source.fallback,
                 extra=extra,
                 weights=source.weights if is_checkpoint(Path(plan.network)) else None,
@@ -249,13 +251,19 @@ class Puller:
         if plan is not None:
             return source.repo, commit, plan
         for mirror in source.entry.mirrors if source.entry else ():
-            mirror_commit = self._hub_call(mirror, "main", lambda m=mirror: self.api.model_info(m).sha)
+            mirror_commit = self._hub_call(mirror, "main", lambda m=mirror: self.api.model_info(m, revision="main").sha)
             plan = plan_download(self._files(mirror, mirror_commit))
             if plan is not None:
                 return mirror, mirror_commit, plan
         plan = plan_download(files, checkpoint=True)
         if plan is not None:
             self._check_architecture(source.repo, commit)
+            if is_checkpoint_index(plan.network):
+                shards = self._shards(source.repo, commit, plan.network)
+                sharded = with_shards(plan, files, shards)
+                if sharded is None:
+                    raise PullNotFound(f"hf.co/{source.repo}: {plan.network} names shards the repo does not have")
+                plan = sharded
             return source.repo, commit, plan
         raise PullUnsupported(
             f"hf.co/{source.repo} has no OpenVINO IR (openvino/openvino_model.xml), no ONNX export "
@@ -272,6 +280,14 @@ class Puller:
             builder_for(config if isinstance(config, dict) else {})
         except ValueError as exc:  # ArchitectureError, or a config.json that is not JSON
             raise PullUnsupported(f"hf.co/{repo} has only a safetensors checkpoint, and {exc}") from exc
+
+    def _shards(self, repo: str, commit: str, index: str) -> set[str]:
+        """The shard files a checkpoint's index maps its tensors to."""
+        try:
+            weight_map = json.loads(self._fetch(repo, commit, index).read_text(encoding="utf-8"))["weight_map"]
+            return {str(shard) for shard in weight_map.values()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PullUnsupported(f"hf.co/{repo} has a damaged {index}: {exc}") from exc
 
     def _fetch(self, repo: str, commit: str, path: str, bar: type[hub_tqdm] | None = None) -> Path:
         """One file of the repo into the download cache (at once if it is there already)."""

@@ -50,8 +50,8 @@ def _pooling(folder: Path, modules: list[dict[str, Any]], fallback: str) -> str:
         return fallback
     config = _load(folder / module.get("path", "1_Pooling") / "config.json") or {}
     modes = config.get("pooling_mode")
-    if modes is None:
-        modes = [mode for flag, mode in _LEGACY_POOLING_FLAGS.items() if config.get(flag)]
+    if modes is None:  # sentence-transformers reads no flag set as its default, mean
+        modes = [mode for flag, mode in _LEGACY_POOLING_FLAGS.items() if config.get(flag)] or ["mean"]
     modes = [modes] if isinstance(modes, str) else list(modes)
     if len(modes) == 1 and modes[0] in _POOLED_HERE:
         return str(modes[0])
@@ -71,20 +71,24 @@ def _context_length(
         return int(st_config["max_seq_length"])
     tok_config = _load(folder / "tokenizer_config.json") or {}
     max_length = tok_config.get("model_max_length")
+    positions = _positions(model_config)
     transformer = _module(modules, "Transformer")
     st6 = transformer is not None and not str(transformer.get("type", "")).startswith(_CLASSIC_PREFIX)
     if st6 and isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
-        return max_length
+        return min(max_length, positions) if positions else max_length  # as version 6 caps it
     if fallback:
         return fallback
     if isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
         return max_length
+    return positions or _FALLBACK_CONTEXT
+
+
+def _positions(model_config: dict[str, Any]) -> int | None:
+    """How many positions the network has; RoBERTa-style tables reserve two for the padding offset."""
     positions = model_config.get("max_position_embeddings")
-    if isinstance(positions, int) and positions > 0:
-        if model_config.get("model_type") in _PADDING_OFFSET_TYPES:
-            return positions - 2
-        return positions
-    return _FALLBACK_CONTEXT
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    return positions - 2 if model_config.get("model_type") in _PADDING_OFFSET_TYPES else positions
 
 
 def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> ModelDescription:

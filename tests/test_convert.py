@@ -126,6 +126,36 @@ def test_a_16_bit_checkpoint_converts_to_the_same_network(tmp_path: Path, dtype:
     assert cosines(got, expected).min() >= 0.9999999
 
 
+def test_a_version_6_context_is_capped_at_the_position_table(tmp_path: Path) -> None:
+    folder = shutil.copytree(FIXTURES / "bert-mean", tmp_path / "long")
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": 100_000}))
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("long"), folder)
+    assert record.spec.context_length == json.loads((folder / "config.json").read_text())["max_position_embeddings"]
+
+
+def test_int8_takes_the_checkpoint_beside_an_onnx_export(tmp_path: Path, tiny_dir: Path) -> None:
+    folder = shutil.copytree(FIXTURES / "bert-mean", tmp_path / "both")
+    shutil.copytree(tiny_dir / "onnx", folder / "onnx")  # another network, which the default route takes
+    store = ModelStore(tmp_path / "store")
+    assert create_from_folder(store, parse_name("onnx"), folder).source.endswith("(onnx/model.onnx)")
+    int8 = create_from_folder(store, parse_name("int8"), folder, weights="int8")
+    assert int8.source.endswith("(model.safetensors)")
+    assert int8.spec.precision == "int8"
+
+
+def test_only_last_token_qwen3_models_get_endoftext_added(tmp_path: Path) -> None:
+    folder = shutil.copytree(FIXTURES / "qwen3-lasttoken", tmp_path / "mean")
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean"}))
+    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["post_processor"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("mean"), folder)
+    model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
+    end = model.tokenizer.token_to_id("<|endoftext|>")
+    assert all(int(t.ids[-1]) != end for t in model.tokenize(["a few words", "more"], 24, True))
+
+
 def test_a_sharded_checkpoint_converts_like_the_single_file(tmp_path: Path) -> None:
     folder, texts, expected = fixture("bert-mean")
     sharded = shard_checkpoint(folder, tmp_path / "sharded", shards=3)

@@ -103,6 +103,13 @@ def _padded(folder: Path) -> Path:
     return folder
 
 
+def _with_config(source: Path, dest: Path, **changes: Any) -> Path:
+    folder = shutil.copytree(source, dest)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return folder
+
+
 def _hub_digest(path: Path) -> str:
     """The digest the pull stream shows for a file: sha256 for the hub's LFS files, the git blob sha1 else."""
     data = path.read_bytes()
@@ -127,9 +134,11 @@ class Models:
         self.checkpoint = _add_unused_weights(shutil.copytree(FIXTURES / "bert-mean", root / "checkpoint"), PICKLES)
         self.sharded = shard_checkpoint(FIXTURES / "bert-mean", root / "sharded", shards=3)
         self.qwen3 = _add_unused_weights(shutil.copytree(FIXTURES / "qwen3-lasttoken", root / "qwen3"), PICKLES)
-        self.gpt2 = shutil.copytree(FIXTURES / "bert-mean", root / "gpt2")
-        gpt2_config = json.loads((self.gpt2 / "config.json").read_text())
-        (self.gpt2 / "config.json").write_text(json.dumps({**gpt2_config, "model_type": "gpt2"}))
+        (self.sharded / "model-00009-of-00009.safetensors").write_bytes(b"a stray shard the index does not name")
+        self.gpt2 = _with_config(FIXTURES / "bert-mean", root / "gpt2", model_type="gpt2")
+        self.yarn = _with_config(
+            FIXTURES / "qwen3-lasttoken", root / "yarn", rope_parameters={"rope_type": "yarn", "factor": 4.0}
+        )
         self.garbage = build_tiny_model(root / "garbage", seed=6)
         (self.garbage / "onnx" / "model.onnx").write_bytes(random.Random(6).randbytes(50_000))
         self.reference = {folder: reference_vectors(folder, TEXTS) for folder in (self.tiny, self.ext, self.ir)}
@@ -167,6 +176,7 @@ REPOS = {
     "ovembed-test/checkpoint": "checkpoint",
     "ovembed-test/sharded": "sharded",
     "ovembed-test/gpt2": "gpt2",
+    "ovembed-test/yarn": "yarn",
 }
 GATED = "ovembed-test/gated"
 
@@ -403,12 +413,20 @@ def test_a_safetensors_only_repo_is_converted_by_ovembed(
     assert shown["details"]["quantization_level"] == "FP16"  # converted checkpoints store fp16 weights
 
 
-def test_an_architecture_not_converted_is_refused_on_its_config_alone(daemon: Daemon, hub: FakeHub) -> None:
-    repo = "ovembed-test/gpt2"
+@pytest.mark.parametrize(
+    ("repo", "words"),
+    [
+        ("ovembed-test/gpt2", ["only a safetensors checkpoint", "does not convert gpt2", "bert"]),
+        ("ovembed-test/yarn", ["only a safetensors checkpoint", "rotary embedding type 'yarn'"]),
+    ],
+)
+def test_what_is_not_converted_is_refused_on_its_config_alone(
+    daemon: Daemon, hub: FakeHub, repo: str, words: list[str]
+) -> None:
     response = pull(daemon, f"hf.co/{repo}")
     assert response.status_code == 400
     error = response.json()["error"]
-    assert "only a safetensors checkpoint" in error and "does not convert gpt2" in error and "bert" in error, error
+    assert all(word in error for word in words), error
     assert file_gets(hub, repo) == Counter({"config.json": 1})  # never the weights
     assert f"hf.co/{repo}:latest" not in listed(daemon)
 
@@ -424,7 +442,7 @@ def test_qwen3_embedding_4b_pulls_its_checkpoint_as_int8_and_its_fp16_tag_apart(
     expected = np.load(FIXTURES / "qwen3-lasttoken" / "reference.npy").astype(np.float64)
     for tag, level in (("4b", "INT8"), ("4b-q8_0", "INT8"), ("4b-fp16", "FP16")):
         response = pull(daemon, f"qwen3-embedding:{tag}")
-        assert (response.status_code, response.json()) == (200, {"status": "success"}), tag
+        assert (response.status_code, response.json()) == (200, {"status": "success"}), (tag, response.text)
         shown = httpx.post(f"{daemon.url}/api/show", json={"model": f"qwen3-embedding:{tag}"}, timeout=30).json()
         assert shown["details"]["quantization_level"] == level
         _assert_cosines(embed(daemon, f"qwen3-embedding:{tag}", texts), expected, 0.999 if level == "INT8" else 0.9999)
@@ -433,6 +451,20 @@ def test_qwen3_embedding_4b_pulls_its_checkpoint_as_int8_and_its_fp16_tag_apart(
     names = listed(daemon)
     assert names["qwen3-embedding:4b"]["digest"] == names["qwen3-embedding:4b-q8_0"]["digest"]
     assert names["qwen3-embedding:4b"]["digest"] != names["qwen3-embedding:4b-fp16"]["digest"]
+
+
+def test_a_mirrored_model_pulls_once_and_its_other_tags_are_copies(
+    daemon: Daemon, hub: FakeHub, models: Models
+) -> None:
+    """qwen3-embedding:0.6b: the repo has nothing to convert, the catalog's OpenVINO mirror has the IR."""
+    hub.add_repo("Qwen/Qwen3-Embedding-0.6B", models.none)
+    hub.add_repo("OpenVINO/Qwen3-Embedding-0.6B-fp16-ov", models.ir)
+    for tag in ("0.6b", "0.6b", "0.6b-fp16"):
+        response = pull(daemon, f"qwen3-embedding:{tag}")
+        assert (response.status_code, response.json()) == (200, {"status": "success"}), (tag, response.text)
+    assert file_gets(hub, "OpenVINO/Qwen3-Embedding-0.6B-fp16-ov")["openvino/openvino_model.bin"] == 1
+    names = listed(daemon)
+    assert names["qwen3-embedding:0.6b"]["digest"] == names["qwen3-embedding:0.6b-fp16"]["digest"]
 
 
 def test_the_real_minilm_checkpoint_pulls_and_matches_sentence_transformers(daemon: Daemon, hub: FakeHub) -> None:

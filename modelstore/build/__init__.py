@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import openvino as ov
@@ -18,12 +19,13 @@ from modelstore.build.layers import WEIGHT_FORMATS, ArchitectureError
 from modelstore.build.weights import Checkpoint, WeightsError
 
 Builder = Callable[[dict[str, Any], Checkpoint, str], ov.Model]
-BUILDERS: dict[str, Builder] = {
-    **dict.fromkeys(bert.MODEL_TYPES, bert.build),
-    **dict.fromkeys(qwen3.MODEL_TYPES, qwen3.build),
+# model_type -> the module that checks its config and builds it.
+ARCHITECTURES: dict[str, ModuleType] = {
+    **dict.fromkeys(bert.MODEL_TYPES, bert),
+    **dict.fromkeys(qwen3.MODEL_TYPES, qwen3),
 }
 
-__all__ = ["BUILDERS", "WEIGHT_FORMATS", "ArchitectureError", "WeightsError", "build_network", "builder_for"]
+__all__ = ["ARCHITECTURES", "WEIGHT_FORMATS", "ArchitectureError", "WeightsError", "build_network", "builder_for"]
 
 
 def build_network(checkpoint_path: Path, weights: str = "fp16") -> ov.Model:
@@ -40,12 +42,14 @@ def build_network(checkpoint_path: Path, weights: str = "fp16") -> ov.Model:
 
 
 def builder_for(config: dict[str, Any]) -> Builder:
-    """The builder for a config.json, or ArchitectureError naming the architecture and those converted."""
+    """The builder for a config.json, after every check the config alone allows (so a pull can refuse a repo
+    before fetching its weights); ArchitectureError names what is not converted and what is."""
     model_type = str(config.get("model_type", ""))
-    builder = BUILDERS.get(model_type)
-    if builder is None:
+    module = ARCHITECTURES.get(model_type)
+    if module is None:
         named = model_type or ", ".join(config.get("architectures") or []) or "an unnamed architecture"
         raise ArchitectureError(
-            f"ovembed does not convert {named} from safetensors yet; it converts {', '.join(sorted(BUILDERS))}"
+            f"ovembed does not convert {named} from safetensors yet; it converts {', '.join(sorted(ARCHITECTURES))}"
         )
-    return builder
+    module.check(config)
+    return module.build

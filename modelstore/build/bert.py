@@ -19,6 +19,7 @@ from modelstore.build.layers import (
     Weights,
     activation,
     attention,
+    check_activation,
     key_mask,
     layer_norm,
     linear,
@@ -50,7 +51,9 @@ def _positions(input_ids: Node, config: dict[str, Any]) -> Node:
     return ops.add(counted, ops.constant(np.int64(padding_idx)))
 
 
-def _check(config: dict[str, Any]) -> None:
+def check(config: dict[str, Any]) -> None:
+    """What config.json alone shows this builder cannot do faithfully."""
+    check_activation(str(config.get("hidden_act", "gelu")))
     kind = config.get("position_embedding_type", "absolute")
     if kind != "absolute":
         raise ArchitectureError(f"position_embedding_type {kind!r}: only absolute positions are converted")
@@ -59,7 +62,7 @@ def _check(config: dict[str, Any]) -> None:
 
 
 def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
-    _check(config)
+    check(config)
     weights = Weights(checkpoint, _prefix(checkpoint), storage=weights_format)
     hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])

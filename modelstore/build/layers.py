@@ -31,11 +31,14 @@ class ArchitectureError(ValueError):
     """A config this converter cannot build faithfully, said with what it has and what it supports."""
 
 
+def check_activation(name: str) -> None:
+    if name not in _ACTIVATIONS:
+        raise ArchitectureError(f"activation {name!r} is not one of {', '.join(sorted(_ACTIVATIONS))}")
+
+
 def activation(name: str, x: Node) -> Node:
-    try:
-        return _ACTIVATIONS[name](x)
-    except KeyError:
-        raise ArchitectureError(f"activation {name!r} is not one of {', '.join(sorted(_ACTIVATIONS))}") from None
+    check_activation(name)
+    return _ACTIVATIONS[name](x)
 
 
 WEIGHT_FORMATS = ("fp16", "fp32", "int8")
@@ -65,9 +68,9 @@ class Weights:
         if self.storage != "fp32":
             values = tensor.as_float16()
             if values is not None:
-                stored = ops.constant(np.ascontiguousarray(values), shared_memory=True, name=self.prefix + name)
+                stored = ops.constant(np.asarray(values, order="C"), shared_memory=True, name=self.prefix + name)
                 return ops.convert(stored, "f32")
-        return ops.constant(np.ascontiguousarray(tensor.as_float32()), shared_memory=True, name=self.prefix + name)
+        return ops.constant(np.asarray(tensor.as_float32(), order="C"), shared_memory=True, name=self.prefix + name)
 
     def matrix(self, name: str) -> Node:
         """A weight matrix [out, in]: as `const`, or int8 values times per-channel scales."""

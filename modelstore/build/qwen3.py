@@ -20,6 +20,7 @@ from modelstore.build.layers import (
     activation,
     attention,
     causal_key_mask,
+    check_activation,
     linear,
     merge_heads,
     repeat_heads,
@@ -53,19 +54,26 @@ def rope_theta(config: dict[str, Any]) -> float:
 
 
 def _positions(attention_mask: Node) -> Node:
-    """Each text's own token index: cumsum(mask) - 1, and 0 on padding."""
+    """Each text's own token index, cumsum(mask) - 1; right padding repeats the last one, and is masked."""
     counted = ops.cumsum(attention_mask, ops.constant(np.int64(1)))
     return ops.maximum(ops.subtract(counted, ops.constant(np.int64(1))), ops.constant(np.int64(0)))
 
 
-def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
+def check(config: dict[str, Any]) -> None:
+    """What config.json alone shows this builder cannot do faithfully."""
+    check_activation(str(config.get("hidden_act", "silu")))
+    rope_theta(config)
     if config.get("use_sliding_window"):
         raise ArchitectureError("use_sliding_window: true is not converted; Qwen3 embedding models use full attention")
+
+
+def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
+    check(config)
     weights = Weights(checkpoint, _prefix(checkpoint), storage=weights_format)
-    hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    head_size = int(config.get("head_dim") or hidden // heads)
+    # Qwen3Config's own defaults where a config.json leaves them out.
+    kv_heads = int(config.get("num_key_value_heads") or 32)
+    head_size = int(config.get("head_dim") or 128)
     eps = float(config.get("rms_norm_eps", 1e-6))
     act = str(config.get("hidden_act", "silu"))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +43,6 @@ class Tensor:
 
     array: np.ndarray
     bf16: bool
-
-    @property
-    def half(self) -> bool:
-        """Stored in 16 bits (fp16 or bf16)."""
-        return self.bf16 or self.array.dtype == np.float16
 
     def as_float32(self) -> np.ndarray:
         """float32 values; a view for float32 data, a new array otherwise."""
@@ -135,9 +129,6 @@ class Checkpoint:
                 raise WeightsError(f"{path.name} lists shards that are not there: {', '.join(missing)}")
             return cls([path.parent / s for s in shards])
         return cls([path])
-
-    def names(self) -> Iterator[str]:
-        return iter(self._where)
 
     def __contains__(self, name: str) -> bool:
         return name in self._where
