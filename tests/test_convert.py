@@ -59,7 +59,7 @@ def engine_vectors(
 
 
 def test_every_fixture_has_a_reference() -> None:
-    assert {"bert-mean", "xlm-roberta-cls", "qwen3-lasttoken"} <= set(ARCHITECTURES)
+    assert {"bert-mean", "xlm-roberta-cls", "qwen3-lasttoken", "modernbert-mean"} <= set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -154,6 +154,26 @@ def test_only_last_token_qwen3_models_get_endoftext_added(tmp_path: Path) -> Non
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
     end = model.tokenizer.token_to_id("<|endoftext|>")
     assert all(int(t.ids[-1]) != end for t in model.tokenize(["a few words", "more"], 24, True))
+
+
+def test_modernbert_reads_the_older_config_layout_and_its_local_window_matters(tmp_path: Path) -> None:
+    """transformers 4.48 wrote global/local rope thetas and global_attn_every_n_layers, as hub repos still have."""
+    folder, texts, expected = fixture("modernbert-mean")
+    config = json.loads((folder / "config.json").read_text())
+    thetas = config.pop("rope_parameters")
+    config.pop("layer_types")
+    older = {
+        **config,
+        "global_rope_theta": thetas["full_attention"]["rope_theta"],
+        "local_rope_theta": thetas["sliding_attention"]["rope_theta"],
+    }
+    old = shutil.copytree(folder, tmp_path / "old")
+    (old / "config.json").write_text(json.dumps(older))
+    assert cosines(engine_vectors(old, tmp_path / "a", "old", texts, "fp32", "fp32"), expected).min() >= FP32_COSINE
+    wide = shutil.copytree(folder, tmp_path / "wide")
+    (wide / "config.json").write_text(json.dumps({**older, "local_attention": 128}))
+    got = engine_vectors(wide, tmp_path / "b", "wide", texts, "fp32", "fp32")
+    assert cosines(got, expected).min() < 0.9999  # a window wider than the texts is not the model
 
 
 def test_a_sharded_checkpoint_converts_like_the_single_file(tmp_path: Path) -> None:

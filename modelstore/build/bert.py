@@ -20,24 +20,19 @@ from modelstore.build.layers import (
     activation,
     attention,
     check_activation,
+    find_prefix,
+    heads_of,
     key_mask,
     layer_norm,
     linear,
     merge_heads,
     split_heads,
+    text_inputs,
 )
 from modelstore.build.weights import Checkpoint
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _PREFIXES = ("", "bert.", "roberta.", "model.")
-
-
-def _prefix(checkpoint: Checkpoint) -> str:
-    """Checkpoints saved from a task model nest the encoder under `bert.` or `roberta.`."""
-    for prefix in _PREFIXES:
-        if f"{prefix}embeddings.word_embeddings.weight" in checkpoint:
-            return prefix
-    raise ArchitectureError("the checkpoint has no embeddings.word_embeddings.weight: not a BERT-style encoder")
 
 
 def _positions(input_ids: Node, config: dict[str, Any]) -> Node:
@@ -63,15 +58,13 @@ def check(config: dict[str, Any]) -> None:
 
 def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
     check(config)
-    weights = Weights(checkpoint, _prefix(checkpoint), storage=weights_format)
-    hidden = int(config["hidden_size"])
-    heads = int(config["num_attention_heads"])
-    head_size = hidden // heads
+    prefix = find_prefix(checkpoint, _PREFIXES, "embeddings.word_embeddings.weight", "BERT-style encoder")
+    weights = Weights(checkpoint, prefix, storage=weights_format)
+    hidden, heads, head_size = heads_of(config)
     eps = float(config.get("layer_norm_eps", 1e-12))
     act = str(config.get("hidden_act", "gelu"))
 
-    input_ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
-    attention_mask = ops.parameter([-1, -1], ov.Type.i64, name="attention_mask")
+    input_ids, attention_mask = text_inputs()
     token_type_ids = ops.parameter([-1, -1], ov.Type.i64, name="token_type_ids")
     axis0 = ops.constant(np.int64(0))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -29,6 +31,26 @@ _ACTIVATIONS = {
 
 class ArchitectureError(ValueError):
     """A config this converter cannot build faithfully, said with what it has and what it supports."""
+
+
+def find_prefix(checkpoint: Checkpoint, prefixes: tuple[str, ...], tensor: str, family: str) -> str:
+    """The prefix the backbone's tensors carry: checkpoints saved from a task model nest it (`bert.`, `model.`)."""
+    for prefix in prefixes:
+        if f"{prefix}{tensor}" in checkpoint:
+            return prefix
+    raise ArchitectureError(f"the checkpoint has no {tensor}: not a {family}")
+
+
+def heads_of(config: dict[str, Any]) -> tuple[int, int, int]:
+    """Hidden size, attention heads and the size of each, for encoders whose heads split the hidden size."""
+    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    return hidden, heads, hidden // heads
+
+
+def text_inputs() -> tuple[ov.Node, ov.Node]:
+    """The engine's two inputs, token ids and attention mask, [batch, tokens] int64."""
+    input_ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
+    return input_ids, ops.parameter([-1, -1], ov.Type.i64, name="attention_mask")
 
 
 def check_activation(name: str) -> None:
@@ -169,3 +191,19 @@ def causal_key_mask(attention_mask: Node) -> Node:
     later = ops.greater(ops.unsqueeze(index, 0), ops.unsqueeze(index, 1))  # [queries, keys]: key after query
     causal = ops.select(later, ops.constant(np.float32(MASKED_SCORE)), ops.constant(np.float32(0.0)))
     return ops.minimum(ops.unsqueeze(causal, ops.constant(np.array([0, 1], dtype=np.int64))), key_mask(attention_mask))
+
+
+def window_key_mask(attention_mask: Node, half_window: int) -> Node:
+    """[batch, 1, queries, keys] additive mask of a bidirectional local window: |query - key| <= half_window."""
+    length = ops.gather(ops.shape_of(attention_mask), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
+    index = ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
+    distance = ops.abs(ops.subtract(ops.unsqueeze(index, 0), ops.unsqueeze(index, 1)))
+    outside = ops.greater(distance, ops.constant(np.int64(half_window)))
+    window = ops.select(outside, ops.constant(np.float32(MASKED_SCORE)), ops.constant(np.float32(0.0)))
+    return ops.minimum(ops.unsqueeze(window, ops.constant(np.array([0, 1], dtype=np.int64))), key_mask(attention_mask))
+
+
+def absolute_positions(input_ids: Node) -> Node:
+    """0..S-1 for every row: with right padding, each text's own positions."""
+    length = ops.gather(ops.shape_of(input_ids), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
+    return ops.unsqueeze(ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64"), 0)

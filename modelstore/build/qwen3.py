@@ -21,6 +21,7 @@ from modelstore.build.layers import (
     attention,
     causal_key_mask,
     check_activation,
+    find_prefix,
     linear,
     merge_heads,
     repeat_heads,
@@ -28,19 +29,12 @@ from modelstore.build.layers import (
     rotary_tables,
     rotate,
     split_heads,
+    text_inputs,
 )
 from modelstore.build.weights import Checkpoint
 
 MODEL_TYPES = ("qwen3",)
 _PREFIXES = ("", "model.")
-
-
-def _prefix(checkpoint: Checkpoint) -> str:
-    """A causal-LM checkpoint nests the decoder under `model.`; an embedding checkpoint does not."""
-    for prefix in _PREFIXES:
-        if f"{prefix}embed_tokens.weight" in checkpoint:
-            return prefix
-    raise ArchitectureError("the checkpoint has no embed_tokens.weight: not a Qwen3 decoder")
 
 
 def rope_theta(config: dict[str, Any]) -> float:
@@ -69,7 +63,9 @@ def check(config: dict[str, Any]) -> None:
 
 def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -> ov.Model:
     check(config)
-    weights = Weights(checkpoint, _prefix(checkpoint), storage=weights_format)
+    weights = Weights(
+        checkpoint, find_prefix(checkpoint, _PREFIXES, "embed_tokens.weight", "Qwen3 decoder"), storage=weights_format
+    )
     heads = int(config["num_attention_heads"])
     # Qwen3Config's own defaults where a config.json leaves them out.
     kv_heads = int(config.get("num_key_value_heads") or 32)
@@ -77,8 +73,7 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
     eps = float(config.get("rms_norm_eps", 1e-6))
     act = str(config.get("hidden_act", "silu"))
 
-    input_ids = ops.parameter([-1, -1], ov.Type.i64, name="input_ids")
-    attention_mask = ops.parameter([-1, -1], ov.Type.i64, name="attention_mask")
+    input_ids, attention_mask = text_inputs()
     x: Node = ops.gather(weights.const("embed_tokens.weight"), input_ids, ops.constant(np.int64(0)))
     cos, sin = rotary_tables(_positions(attention_mask), head_size, rope_theta(config))
     mask = causal_key_mask(attention_mask)
