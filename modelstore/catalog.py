@@ -6,7 +6,9 @@ own GGUF for that tag uses (pooling, Normalize, `num_ctx`), so that our vectors 
 Ollama's rather than with whatever the repo's defaults would give. Source: ../shared/model-catalog.md
 (ollama.com library pages, GGUF metadata, and the HF repos' sentence-transformers configs).
 
-`context_length` is Ollama's `num_ctx` for the tag where the library page sets one, else the GGUF / HF maximum.
+`context_length` is Ollama's `num_ctx` for the tag where the library page sets one, else the GGUF / HF maximum;
+it caps the repo's own limit (sentence-transformers' max_seq_length), so inputs are cut where Ollama cuts them
+and never past what the model was trained for (all-minilm:33m: Ollama allows 256, the L12 model was made for 128).
 `architecture` is the HF config's `model_type`. `normalize` is whether the repo's sentence-transformers pipeline
 has a Normalize module; `/api/embed` normalizes anyway, as Ollama does, so it only shows in `/api/embeddings`.
 """
@@ -70,6 +72,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     ),
     # nomic-embed-text: the ST pipeline of v1.5 is taken to have no Normalize module (v1 has one; verify), which
     # also matches Ollama's nomic-bert default of raw vectors on /api/embeddings. The repo ships onnx/model.onnx.
+    # Ollama truncates at its GGUF's context length, 2048, though the model takes 8192.
     CatalogEntry(
         model="nomic-embed-text",
         tags=("latest", "v1.5", "137m-v1.5-fp16"),
@@ -78,7 +81,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             architecture="nomic_bert",
             pooling="mean",
             normalize=False,
-            context_length=8192,
+            context_length=2048,
             dimension=768,
             prompts=dict(_NOMIC_PROMPTS),
         ),

@@ -59,9 +59,7 @@ def _pooling(folder: Path, modules: list[dict[str, Any]], fallback: str) -> str:
     raise ConfigError(f"unsupported pooling {used}: ovembed pools by mean, CLS or last token")
 
 
-def _context_length(
-    folder: Path, modules: list[dict[str, Any]], model_config: dict[str, Any], fallback: int | None
-) -> int:
+def _context_length(folder: Path, modules: list[dict[str, Any]], model_config: dict[str, Any]) -> int:
     """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does.
 
     Version 6 keeps it as the tokenizer's model_max_length; earlier ones in sentence_bert_config.json.
@@ -76,8 +74,6 @@ def _context_length(
     st6 = transformer is not None and not str(transformer.get("type", "")).startswith(_CLASSIC_PREFIX)
     if st6 and isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
         return min(max_length, positions) if positions else max_length  # as version 6 caps it
-    if fallback:
-        return fallback
     if isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
         return max_length
     return positions or _FALLBACK_CONTEXT
@@ -94,8 +90,9 @@ def _positions(model_config: dict[str, Any]) -> int | None:
 def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> ModelDescription:
     """What a sentence-transformers-style folder says about its model.
 
-    `fallback` (a catalog entry's description) fills only what the folder is silent on, e.g. a pre-converted
-    mirror without modules.json; without one, sentence-transformers' own defaults apply (mean, no Normalize).
+    `fallback` (a catalog entry's description) caps the context at Ollama's and otherwise fills only what the
+    folder is silent on, e.g. a pre-converted mirror without modules.json; without one, sentence-transformers'
+    own defaults apply (mean, no Normalize).
     """
     modules_data = _load(folder / "modules.json")
     modules = modules_data or []
@@ -106,12 +103,14 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> Mod
     hidden = model_config.get("hidden_size")
     prompts = {str(k): str(v) for k, v in (st_model_config.get("prompts") or {}).items() if isinstance(v, str) and v}
     silent_normalize = fallback.normalize if fallback else False
+    # Ollama truncates at its context for the tag (the catalog's num_ctx); never past what the model was made for.
+    own_context = _context_length(folder, modules, model_config)
     normalize = _module(modules, "Normalize") is not None if modules_data else silent_normalize
     return ModelDescription(
         architecture=str(architecture or (fallback.architecture if fallback else "unknown")),
         pooling=_pooling(folder, modules, fallback.pooling if fallback else "mean"),
         normalize=normalize,
-        context_length=_context_length(folder, modules, model_config, fallback.context_length if fallback else None),
+        context_length=min(own_context, fallback.context_length) if fallback else own_context,
         dimension=int(hidden) if isinstance(hidden, int) else (fallback.dimension if fallback else 0),
         prompts=prompts or (dict(fallback.prompts) if fallback else {}),
     )

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.stconfig import describe_repo
 from modelstore.store import ModelStore
 from tests.conftest import MINILM, OVEMBED, REPO, Daemon, daemon_env, free_port, require_shared
 from tests.tinymodel import build_tiny_model, reference_vectors
@@ -394,3 +398,14 @@ def test_create_from_a_hub_snapshot_of_symlinks_with_external_data(tmp_path: Pat
     create_ok(models, "from-snapshot", snapshot)
     assert read_manifest(models, "from-snapshot")["digest"] == read_manifest(models, "from-plain")["digest"]
     assert staging_folders(models) == []
+
+
+@pytest.mark.parametrize(("catalog", "stored"), [(16, 16), (64, 32)])
+def test_the_catalog_context_caps_the_repos_own(tmp_path: Path, tiny_dir: Path, catalog: int, stored: int) -> None:
+    """Ollama cuts at its num_ctx for the tag; the model's own max_seq_length (32 here) still bounds it."""
+    own = describe_repo(tiny_dir)
+    assert own.context_length == 32
+    record = create_from_folder(
+        ModelStore(tmp_path / "store"), parse_name("capped"), tiny_dir, fallback=replace(own, context_length=catalog)
+    )
+    assert record.spec.context_length == stored

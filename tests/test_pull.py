@@ -780,7 +780,12 @@ def test_sigkill_mid_pull_then_restart_resumes_from_finished_files(
             for line in response.iter_lines():
                 if json.loads(line).get("digest") == _hub_digest(data):
                     break
-            wait_for(lambda: partial_files(first), 10, "the data file's partial download")
+
+            # huggingface_hub opens the .incomplete file before it sends the GET: wait for both.
+            def started() -> bool:
+                return bool(partial_files(first)) and file_gets(hub, repo)["onnx/model.onnx_data"] == 1
+
+            wait_for(started, 10, "the data file's partial download")
             first.process.kill()
             first.process.wait(10)
     finally:
