@@ -212,8 +212,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
         ),
         blocked=(
-            "embeddinggemma needs its two sentence-transformers Dense layers (768 -> 3072 -> 768) applied after "
-            "mean pooling, which ovembed does not do yet. Its repo, google/embeddinggemma-300m, is also gated: "
+            "embeddinggemma is Gemma3 with bidirectional attention, which ovembed does not convert yet (its two "
+            "Dense layers after pooling it would apply). Its repo, google/embeddinggemma-300m, is also gated: "
             "it needs the Gemma terms accepted on Hugging Face and an HF_TOKEN."
         ),
     ),

@@ -11,13 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer, processors
 
+from modelstore.build.weights import Checkpoint, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
-from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, first_present
+from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
 from modelstore.names import ModelName
 from modelstore.spec import ModelDescription, ModelSpec
-from modelstore.stconfig import ConfigError, describe_repo
+from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense
 from modelstore.store import ModelRecord, ModelStore
 
 _END_OF_TEXT = "<|endoftext|>"
@@ -49,6 +51,22 @@ def _with_end_of_text(tokenizer: Tokenizer) -> Tokenizer | None:
         single=f"$A {_END_OF_TEXT}", pair=f"$A $B {_END_OF_TEXT}", special_tokens=[(_END_OF_TEXT, end)]
     )
     return tokenizer
+
+
+def _store_dense(dense: list[DenseModule], staged: Path) -> None:
+    """Each Dense module's weight and bias, as float32 arrays beside the network."""
+    for index, module in enumerate(dense):
+        try:
+            checkpoint = Checkpoint.open(module.weights)
+            weight = checkpoint.get("linear.weight").as_float32()
+            bias = checkpoint.get("linear.bias").as_float32() if "linear.bias" in checkpoint else None
+        except WeightsError as exc:
+            raise CreateError(f"cannot read {module.weights.parent.name}/{module.weights.name}: {exc}") from exc
+        np.savez(
+            staged / dense_file(index),
+            weight=weight,
+            bias=np.zeros(weight.shape[0], np.float32) if bias is None else bias,
+        )
 
 
 def _readable(network: Path, scratch: Path) -> Path:
@@ -108,7 +126,9 @@ def create_from_folder(
             shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
         else:
             patched.save(str(staged / TOKENIZER_FILE))
-        dimension = info.dimension or description.dimension
+        dense = read_dense(folder)
+        _store_dense(dense, staged)
+        dimension = dense[-1].out_features if dense else info.dimension or description.dimension
         if not dimension:
             raise CreateError(f"cannot tell the embedding size of {network.name}")
         spec = ModelSpec.of(

@@ -46,13 +46,22 @@ REPO_CONFIGS = frozenset(
 )
 
 
+def dense_file(index: int) -> str:
+    """A stored model's Dense layer `index` (after pooling), weight and bias as float32."""
+    return f"dense_{index}.npz"
+
+
 def is_repo_config(path: str) -> bool:
-    """A config a model needs besides its network: root configs, a Pooling module's, a tokenizer beside ONNX."""
+    """A file a model needs besides its network: root configs, a Pooling module's config, a Dense module's
+    config and safetensors weights, a tokenizer beside ONNX."""
     parts = PurePosixPath(path).parts
     if len(parts) == 1:
         return parts[0] in REPO_CONFIGS
-    pooling_config = len(parts) == 2 and parts[1] == "config.json" and "Pooling" in parts[0]
-    return pooling_config or path in REPO_TOKENIZERS
+    module = len(parts) == 2 and (
+        (parts[1] == "config.json" and ("Pooling" in parts[0] or "Dense" in parts[0]))
+        or (parts[1] == "model.safetensors" and "Dense" in parts[0])
+    )
+    return module or path in REPO_TOKENIZERS
 
 
 def is_checkpoint(path: Path) -> bool:

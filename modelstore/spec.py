@@ -21,6 +21,8 @@ class ModelDescription:
     context_length: int
     dimension: int
     prompts: dict[str, str] = field(default_factory=dict)
+    # sentence-transformers Dense modules after pooling, by their activation; weights in layout.dense_file(i).
+    dense: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,4 +50,5 @@ class ModelSpec(ModelDescription):
             precision=str(data["precision"]),
             parameter_count=int(data["parameter_count"]),
             prompts=dict(data.get("prompts") or {}),
+            dense=tuple(str(a) for a in data.get("dense") or ()),
         )

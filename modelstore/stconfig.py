@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,41 @@ def _pooling(folder: Path, modules: list[dict[str, Any]], fallback: str) -> str:
     raise ConfigError(f"unsupported pooling {used}: ovembed pools by mean, CLS or last token")
 
 
+@dataclass(frozen=True)
+class DenseModule:
+    """A sentence-transformers Dense module: activation(x @ W^T + b) on the pooled vector."""
+
+    activation: str
+    weights: Path
+    out_features: int
+
+
+_DENSE_ACTIVATION_CLASSES = {
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.activation.ReLU": "relu",
+}
+
+
+def read_dense(folder: Path) -> list[DenseModule]:
+    """The Dense modules after pooling, in order, as sentence-transformers applies them."""
+    dense = []
+    for module in _load(folder / "modules.json") or []:
+        if str(module.get("type", "")).rsplit(".", 1)[-1] != "Dense":
+            continue
+        where = folder / str(module.get("path", ""))
+        config = _load(where / "config.json") or {}
+        activation = _DENSE_ACTIVATION_CLASSES.get(str(config.get("activation_function")))
+        if activation is None:
+            raise ConfigError(f"Dense activation {config.get('activation_function')!r} is not applied by ovembed")
+        if config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+            raise ConfigError(f"a Dense module on {config['module_input_name']!r} is not applied by ovembed")
+        if not (where / "model.safetensors").is_file():
+            raise ConfigError(f"{where.name} has no model.safetensors (ovembed never reads PyTorch pickles)")
+        dense.append(DenseModule(activation, where / "model.safetensors", int(config["out_features"])))
+    return dense
+
+
 def _context_length(folder: Path, modules: list[dict[str, Any]], model_config: dict[str, Any]) -> int:
     """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does.
 
@@ -106,6 +142,7 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> Mod
     # Ollama truncates at its context for the tag (the catalog's num_ctx); never past what the model was made for.
     own_context = _context_length(folder, modules, model_config)
     normalize = _module(modules, "Normalize") is not None if modules_data else silent_normalize
+    dense = read_dense(folder)
     return ModelDescription(
         architecture=str(architecture or (fallback.architecture if fallback else "unknown")),
         pooling=_pooling(folder, modules, fallback.pooling if fallback else "mean"),
@@ -113,4 +150,5 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> Mod
         context_length=min(own_context, fallback.context_length) if fallback else own_context,
         dimension=int(hidden) if isinstance(hidden, int) else (fallback.dimension if fallback else 0),
         prompts=prompts or (dict(fallback.prompts) if fallback else {}),
+        dense=tuple(d.activation for d in dense),
     )

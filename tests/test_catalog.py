@@ -75,8 +75,8 @@ def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int,
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        ("embeddinggemma", ("Dense",)),
-        ("embeddinggemma:300m-bf16", ("Dense", "gated")),
+        ("embeddinggemma", ("Gemma3",)),
+        ("embeddinggemma:300m-bf16", ("Gemma3", "gated")),
     ],
 )
 def test_blocked_models_say_why(text: str, needles: tuple[str, ...]) -> None:

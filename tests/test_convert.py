@@ -59,7 +59,7 @@ def engine_vectors(
 
 
 def test_every_fixture_has_a_reference() -> None:
-    assert {"bert-mean", "xlm-roberta-cls", "qwen3-lasttoken", "modernbert-mean"} <= set(ARCHITECTURES)
+    assert {"bert-mean", "bert-dense", "xlm-roberta-cls", "qwen3-lasttoken", "modernbert-mean"} <= set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -174,6 +174,32 @@ def test_modernbert_reads_the_older_config_layout_and_its_local_window_matters(t
     (wide / "config.json").write_text(json.dumps({**older, "local_attention": 128}))
     got = engine_vectors(wide, tmp_path / "b", "wide", texts, "fp32", "fp32")
     assert cosines(got, expected).min() < 0.9999  # a window wider than the texts is not the model
+
+
+def _gelu_dense(folder: Path) -> None:
+    config = json.loads((folder / "2_Dense" / "config.json").read_text())
+    config["activation_function"] = "torch.nn.modules.activation.GELU"
+    (folder / "2_Dense" / "config.json").write_text(json.dumps(config))
+
+
+def _pickled_dense(folder: Path) -> None:
+    (folder / "2_Dense" / "model.safetensors").rename(folder / "2_Dense" / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_gelu_dense, r"Dense activation 'torch\.nn\.modules\.activation\.GELU' is not applied"),
+        (_pickled_dense, r"2_Dense has no model\.safetensors \(ovembed never reads PyTorch pickles\)"),
+    ],
+)
+def test_a_dense_module_ovembed_cannot_apply_is_refused(tmp_path: Path, damage: Any, message: str) -> None:
+    folder = shutil.copytree(FIXTURES / "bert-dense", tmp_path / "dense")
+    damage(folder)
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(CreateError, match=message):
+        create_from_folder(store, parse_name("dense"), folder)
+    assert store.list() == []
 
 
 def test_a_sharded_checkpoint_converts_like_the_single_file(tmp_path: Path) -> None:

@@ -134,6 +134,9 @@ class Models:
         self.checkpoint = _add_unused_weights(shutil.copytree(FIXTURES / "bert-mean", root / "checkpoint"), PICKLES)
         self.sharded = shard_checkpoint(FIXTURES / "bert-mean", root / "sharded", shards=3)
         self.qwen3 = _add_unused_weights(shutil.copytree(FIXTURES / "qwen3-lasttoken", root / "qwen3"), PICKLES)
+        self.dense = _add_unused_weights(
+            shutil.copytree(FIXTURES / "bert-dense", root / "dense"), (*PICKLES, "2_Dense/pytorch_model.bin")
+        )
         (self.sharded / "model-00009-of-00009.safetensors").write_bytes(b"a stray shard the index does not name")
         self.gpt2 = _with_config(FIXTURES / "bert-mean", root / "gpt2", model_type="gpt2")
         self.yarn = _with_config(
@@ -177,6 +180,7 @@ REPOS = {
     "ovembed-test/sharded": "sharded",
     "ovembed-test/gpt2": "gpt2",
     "ovembed-test/yarn": "yarn",
+    "ovembed-test/dense": "dense",
 }
 GATED = "ovembed-test/gated"
 
@@ -413,6 +417,18 @@ def test_a_safetensors_only_repo_is_converted_by_ovembed(
     assert shown["details"]["quantization_level"] == "FP16"  # converted checkpoints store fp16 weights
 
 
+def test_dense_modules_are_fetched_and_applied(daemon: Daemon, hub: FakeHub, models: Models) -> None:
+    repo = "ovembed-test/dense"
+    response = pull(daemon, f"hf.co/{repo}")
+    assert (response.status_code, response.json()) == (200, {"status": "success"})
+    gets = file_gets(hub, repo)
+    assert {"2_Dense/config.json", "2_Dense/model.safetensors", "3_Dense/model.safetensors"} <= set(gets)
+    assert "2_Dense/pytorch_model.bin" not in gets
+    texts = json.loads((FIXTURES / "bert-dense" / "texts.json").read_text(encoding="utf-8"))
+    expected = np.load(FIXTURES / "bert-dense" / "reference.npy").astype(np.float64)
+    _assert_cosines(embed(daemon, f"hf.co/{repo}", texts), expected, MIN_COSINE)
+
+
 @pytest.mark.parametrize(
     ("repo", "words"),
     [
@@ -523,7 +539,7 @@ def test_ollama_python_client_pulls(daemon: Daemon, models: Models) -> None:
             400,
             ["openvino/openvino_model.xml", "onnx/model.onnx", "model.safetensors", "optimum-cli"],
         ),
-        ("embeddinggemma", 400, ["embeddinggemma", "Dense"]),
+        ("embeddinggemma", 400, ["embeddinggemma", "Gemma3"]),
     ],
 )
 def test_pulls_that_cannot_succeed_fail_at_once(

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 from daemon.inference.device import DeviceChoice, compile_config, pick_device
 from daemon.inference.errors import ContextTooSmall, InputTooLong
-from modelstore.layout import IR_FILE, TOKENIZER_FILE
+from modelstore.layout import IR_FILE, TOKENIZER_FILE, dense_file
 from modelstore.store import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ class LoadedModel:
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
         self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
         self._pad_multiple = _GPU_PAD_MULTIPLE if device.is_gpu else 1
+        self._dense = []
+        for index, activation in enumerate(self.spec.dense):
+            with np.load(record.path / dense_file(index)) as layer:
+                self._dense.append((layer["weight"], layer["bias"], activation))
 
     @property
     def slots(self) -> int:
@@ -109,7 +113,14 @@ class LoadedModel:
         request = self._requests[slot]
         request.infer(inputs)
         hidden = request.get_output_tensor(0).data
-        return _pool(hidden, mask, self.spec.pooling)
+        pooled = _pool(hidden, mask, self.spec.pooling)
+        for weight, bias, activation in self._dense:
+            pooled = _ACTIVATIONS[activation](pooled @ weight.T + bias)
+        return pooled
+
+
+# sentence-transformers Dense activations, as stored in the spec.
+_ACTIVATIONS = {"identity": lambda x: x, "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
