@@ -33,7 +33,6 @@ class CatalogEntry:
     repo: str
     description: ModelDescription
     mirrors: tuple[str, ...] = ()
-    blocked: str | None = None
     revision: str = "main"
     weights: str | None = None  # the stored weight format when ovembed converts the repo's checkpoint
 
@@ -199,23 +198,24 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             dimension=768,
         ),
     ),
-    CatalogEntry(
-        model="embeddinggemma",
-        tags=("latest", "300m", "300m-bf16", "300m-qat-q4_0", "300m-qat-q8_0"),
-        repo="google/embeddinggemma-300m",
-        description=ModelDescription(
-            architecture="gemma3_text",
-            pooling="mean",
-            normalize=True,
-            context_length=2048,
-            dimension=768,
-            prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
-        ),
-        blocked=(
-            "embeddinggemma is Gemma3 with bidirectional attention, which ovembed does not convert yet (its two "
-            "Dense layers after pooling it would apply). Its repo, google/embeddinggemma-300m, is also gated: "
-            "it needs the Gemma terms accepted on Hugging Face and an HF_TOKEN."
-        ),
+    # embeddinggemma: bidirectional Gemma3, mean pooling, two Dense layers (768 -> 3072 -> 768), Normalize; the
+    # repo is gated (the Gemma terms accepted on Hugging Face, then HF_TOKEN). Ollama's QAT tags come as int8.
+    *(
+        CatalogEntry(
+            model="embeddinggemma",
+            tags=tags,
+            repo="google/embeddinggemma-300m",
+            description=ModelDescription(
+                architecture="gemma3_text",
+                pooling="mean",
+                normalize=True,
+                context_length=2048,
+                dimension=768,
+                prompts={"query": "task: search result | query: ", "document": "title: none | text: "},
+            ),
+            weights=weights,
+        )
+        for tags, weights in ((("latest", "300m", "300m-bf16"), None), (("300m-qat-q4_0", "300m-qat-q8_0"), "int8"))
     ),
     # qwen3-embedding: last-token pooling with left padding. The library page shows "40K" (GGUF context_length);
     # no num_ctx was seen, so this is the HF max_position_embeddings.
@@ -257,7 +257,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             ((f"{size}-fp16",), "fp16"),
         )
     ),
-    # nomic-embed-text-v2-moe: custom MoE code and no known ONNX/IR, but not blocked here: the pull inspects the
+    # nomic-embed-text-v2-moe: custom MoE code and no known ONNX/IR; the pull inspects the
     # repo and fails at once if nothing convertible is there.
     CatalogEntry(
         model="nomic-embed-text-v2-moe",

@@ -116,8 +116,6 @@ def resolve_source(name: ModelName) -> HubSource:
             "pull an Ollama embedding model (all-minilm, nomic-embed-text, mxbai-embed-large, bge-m3, ...) "
             "or any sentence-transformers repo as hf.co/ORG/REPO",
         )
-    if entry.blocked:
-        raise PullUnsupported(f"{name.display} cannot be served yet: {entry.blocked}")
     return HubSource(entry.repo, entry.revision, entry)
 
 

@@ -73,36 +73,6 @@ def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int,
 
 
 @pytest.mark.parametrize(
-    ("text", "needles"),
-    [
-        ("embeddinggemma", ("Gemma3",)),
-        ("embeddinggemma:300m-bf16", ("Gemma3", "gated")),
-    ],
-)
-def test_blocked_models_say_why(text: str, needles: tuple[str, ...]) -> None:
-    blocked = _entry(text).blocked
-    assert blocked
-    for needle in needles:
-        assert needle in blocked
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "all-minilm",
-        "bge-m3",
-        "qwen3-embedding:0.6b",
-        "qwen3-embedding:4b",
-        "qwen3-embedding",
-        "nomic-embed-text-v2-moe",
-        "snowflake-arctic-embed:m-long",
-    ],
-)
-def test_servable_models_are_not_blocked(text: str) -> None:
-    assert _entry(text).blocked is None
-
-
-@pytest.mark.parametrize(
     ("text", "weights"),
     [
         ("qwen3-embedding", "int8"),
@@ -113,9 +83,12 @@ def test_servable_models_are_not_blocked(text: str) -> None:
         ("qwen3-embedding:8b-fp16", "fp16"),
         ("qwen3-embedding:0.6b", None),
         ("all-minilm", None),
+        ("embeddinggemma", None),
+        ("embeddinggemma:300m-qat-q4_0", "int8"),
+        ("embeddinggemma:300m-qat-q8_0", "int8"),
     ],
 )
-def test_large_qwen3_tags_convert_to_int8_unless_they_ask_for_fp16(text: str, weights: str | None) -> None:
+def test_quantized_tags_convert_to_int8_unless_they_ask_for_fp16(text: str, weights: str | None) -> None:
     assert _entry(text).weights == weights
 
 

@@ -179,14 +179,6 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "pull model manifest: file does not exist: ovembed does not know no-such-embedder:latest; ",
     ),
     (
-        "PullUnsupported",
-        "POST",
-        "/api/pull",
-        {"model": "embeddinggemma", "stream": False},
-        400,
-        "embeddinggemma:latest cannot be served yet: ",
-    ),
-    (
         "HubUnreachable",
         "POST",
         "/api/pull",
@@ -202,6 +194,7 @@ SOCKET_ONLY = {
     "PullCancelled": "tests/test_pull.py::test_a_client_that_leaves_cancels_the_pull",
     "PullError": "tests/test_pull.py::test_a_hub_500_fails_the_pull_and_the_retry_fetches_only_the_rest",
     "ClientDisconnect": "tests/test_api_embed.py::test_a_client_that_hangs_up_mid_body_is_one_quiet_499",
+    "PullUnsupported": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
 }
 
 

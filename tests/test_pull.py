@@ -134,6 +134,7 @@ class Models:
         self.checkpoint = _add_unused_weights(shutil.copytree(FIXTURES / "bert-mean", root / "checkpoint"), PICKLES)
         self.sharded = shard_checkpoint(FIXTURES / "bert-mean", root / "sharded", shards=3)
         self.qwen3 = _add_unused_weights(shutil.copytree(FIXTURES / "qwen3-lasttoken", root / "qwen3"), PICKLES)
+        self.gemma = _add_unused_weights(shutil.copytree(FIXTURES / "gemma3-dense", root / "gemma"), PICKLES)
         self.dense = _add_unused_weights(
             shutil.copytree(FIXTURES / "bert-dense", root / "dense"), (*PICKLES, "2_Dense/pytorch_model.bin")
         )
@@ -539,7 +540,6 @@ def test_ollama_python_client_pulls(daemon: Daemon, models: Models) -> None:
             400,
             ["openvino/openvino_model.xml", "onnx/model.onnx", "model.safetensors", "optimum-cli"],
         ),
-        ("embeddinggemma", 400, ["embeddinggemma", "Gemma3"]),
     ],
 )
 def test_pulls_that_cannot_succeed_fail_at_once(
@@ -560,13 +560,31 @@ def test_pulls_that_cannot_succeed_fail_at_once(
     assert parse_name(model).display not in listed(daemon)
 
 
-@pytest.mark.parametrize(
-    ("model", "repo"),
-    [("embeddinggemma", "google/embeddinggemma-300m")],
-)
-def test_blocked_catalog_models_never_reach_the_hub(daemon: Daemon, hub: FakeHub, model: str, repo: str) -> None:
-    assert pull(daemon, model).status_code == 400
-    assert hub_requests(hub, repo) == []  # not even the revision lookup
+def test_embeddinggemma_is_gated_then_converted_with_its_dense_layers(
+    daemon: Daemon, hub_url: str, hub: FakeHub, models: Models, tmp_path: Path
+) -> None:
+    """google/embeddinggemma-300m, played by the tiny bidirectional Gemma3 fixture with two Dense layers."""
+    repo = "google/embeddinggemma-300m"
+    hub.add_repo(repo, models.gemma, gated=True)
+    response = pull(daemon, "embeddinggemma")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert "gated" in error and "HF_TOKEN" in error, error
+
+    with_token = start_pull_daemon(tmp_path, hub_url, HF_TOKEN=hub.token, OVEMBED_PRECISION="fp32")
+    try:
+        for tag, level in (("latest", "FP16"), ("300m-qat-q8_0", "INT8")):
+            response = pull(with_token, f"embeddinggemma:{tag}")
+            assert (response.status_code, response.json()) == (200, {"status": "success"}), (tag, response.text)
+            url = f"{with_token.url}/api/show"
+            shown = httpx.post(url, json={"model": f"embeddinggemma:{tag}"}, timeout=30).json()
+            assert shown["details"]["quantization_level"] == level
+            texts = json.loads((FIXTURES / "gemma3-dense" / "texts.json").read_text(encoding="utf-8"))
+            expected = np.load(FIXTURES / "gemma3-dense" / "reference.npy").astype(np.float64)
+            minimum = MIN_COSINE if level == "FP16" else 0.999
+            _assert_cosines(embed(with_token, f"embeddinggemma:{tag}", texts), expected, minimum)
+    finally:
+        stop_daemon(with_token)
 
 
 @pytest.mark.parametrize("model", ["../x", "/abs", "a/../../b", "hf.co/../x", "hf.co/ovembed-test/..", "", "  "])

@@ -14,7 +14,7 @@ from typing import Any
 
 import openvino as ov
 
-from modelstore.build import bert, modernbert, qwen3
+from modelstore.build import bert, gemma3, modernbert, qwen3
 from modelstore.build.layers import WEIGHT_FORMATS, ArchitectureError
 from modelstore.build.weights import Checkpoint, WeightsError
 
@@ -22,6 +22,7 @@ Builder = Callable[[dict[str, Any], Checkpoint, str], ov.Model]
 # model_type -> the module that checks its config and builds it.
 ARCHITECTURES: dict[str, ModuleType] = {
     **dict.fromkeys(bert.MODEL_TYPES, bert),
+    **dict.fromkeys(gemma3.MODEL_TYPES, gemma3),
     **dict.fromkeys(modernbert.MODEL_TYPES, modernbert),
     **dict.fromkeys(qwen3.MODEL_TYPES, qwen3),
 }

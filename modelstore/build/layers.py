@@ -141,13 +141,27 @@ def attention(q: Node, k: Node, v: Node, mask: Node, head_size: int) -> Node:
     return ops.scaled_dot_product_attention(q, k, v, mask, scale)
 
 
-def rms_norm(weights: Weights, name: str, x: Node, eps: float) -> Node:
-    """T5/Llama RMSNorm: x / sqrt(mean(x^2) + eps) * weight, over the last axis."""
+def rms_norm(weights: Weights, name: str, x: Node, eps: float, unit_offset: bool = False) -> Node:
+    """T5/Llama RMSNorm: x / sqrt(mean(x^2) + eps) * weight, over the last axis; Gemma's scales by 1 + weight."""
     axis = ops.constant(np.array([-1], dtype=np.int64))
     mean_square = ops.reduce_mean(ops.multiply(x, x), axis, keep_dims=True)
     root = ops.sqrt(ops.add(mean_square, ops.constant(np.float32(eps))))
     normed = ops.divide(x, root)
-    return ops.multiply(normed, weights.const(f"{name}.weight"))
+    scale = weights.const(f"{name}.weight")
+    return ops.multiply(normed, ops.add(scale, ops.constant(np.float32(1.0))) if unit_offset else scale)
+
+
+def rotary_bases(config: dict[str, Any], older_keys: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """Each layer type's rotary base: transformers 5's rope_parameters, else the older top-level key and its
+    default; only the default rotary embedding is converted."""
+    parameters = config.get("rope_parameters") or {}
+    bases = {}
+    for kind, (old_key, default) in older_keys.items():
+        own = parameters.get(kind) or {}
+        if own.get("rope_type", "default") != "default":
+            raise ArchitectureError(f"rotary embedding type {own['rope_type']!r}: only the default one is converted")
+        bases[kind] = float(own.get("rope_theta", config.get(old_key, default)))
+    return bases
 
 
 def rotary_tables(positions: Node, head_size: int, theta: float) -> tuple[Node, Node]:

@@ -29,6 +29,7 @@ from modelstore.build.layers import (
     layer_norm,
     linear,
     merge_heads,
+    rotary_bases,
     rotary_tables,
     rotate,
     split_heads,
@@ -50,16 +51,7 @@ def _layer_types(config: dict[str, Any]) -> list[str]:
 
 
 def _thetas(config: dict[str, Any]) -> dict[str, float]:
-    """Each layer type's rotary base; only the default rotary embedding is converted."""
-    parameters = config.get("rope_parameters") or {}
-    thetas = {}
-    for kind, old_key, default in ((_GLOBAL, "global_rope_theta", 160000.0), (_LOCAL, "local_rope_theta", 10000.0)):
-        own = parameters.get(kind) or {}
-        rope_type = own.get("rope_type", "default")
-        if rope_type != "default":
-            raise ArchitectureError(f"rotary embedding type {rope_type!r}: only the default one is converted")
-        thetas[kind] = float(own.get("rope_theta", config.get(old_key, default)))
-    return thetas
+    return rotary_bases(config, {_GLOBAL: ("global_rope_theta", 160000.0), _LOCAL: ("local_rope_theta", 10000.0)})
 
 
 def check(config: dict[str, Any]) -> None:
