@@ -120,5 +120,6 @@ def convert_network(source: Path, destination: Path, weights: str | None = None)
     shape = output.get_partial_shape()
     dimension = shape[2].get_length() if shape[2].is_static else None
     ov.save_model(model, destination / IR_FILE, compress_to_fp16=compress)
-    precision, parameters = _weights(core.read_model(destination / IR_FILE))
+    # Only a compression at save time changes the weights from those of the model in memory.
+    precision, parameters = _weights(core.read_model(destination / IR_FILE) if compress else model)
     return NetworkInfo(dimension=dimension, precision=precision, parameter_count=parameters)

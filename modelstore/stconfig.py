@@ -40,8 +40,13 @@ def _load(path: Path) -> Any:
         raise ConfigError(f"cannot read {path.name}: {exc}") from exc
 
 
+def _modules_of(modules: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The modules of one class, by its name (sentence-transformers moved the classes between versions)."""
+    return [m for m in modules if str(m.get("type", "")).rsplit(".", 1)[-1] == kind]
+
+
 def _module(modules: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
-    return next((m for m in modules if str(m.get("type", "")).rsplit(".", 1)[-1] == kind), None)
+    return next(iter(_modules_of(modules, kind)), None)
 
 
 def _pooling(folder: Path, modules: list[dict[str, Any]], fallback: str) -> str:
@@ -79,9 +84,7 @@ _DENSE_ACTIVATION_CLASSES = {
 def read_dense(folder: Path) -> list[DenseModule]:
     """The Dense modules after pooling, in order, as sentence-transformers applies them."""
     dense = []
-    for module in _load(folder / "modules.json") or []:
-        if str(module.get("type", "")).rsplit(".", 1)[-1] != "Dense":
-            continue
+    for module in _modules_of(_load(folder / "modules.json") or [], "Dense"):
         where = folder / str(module.get("path", ""))
         config = _load(where / "config.json") or {}
         activation = _DENSE_ACTIVATION_CLASSES.get(str(config.get("activation_function")))

@@ -17,6 +17,7 @@ from modelstore.build.layers import (
     ArchitectureError,
     Node,
     Weights,
+    absolute_positions,
     activation,
     attention,
     check_activation,
@@ -38,8 +39,7 @@ _PREFIXES = ("", "bert.", "roberta.", "model.")
 def _positions(input_ids: Node, config: dict[str, Any]) -> Node:
     """Absolute positions 0..S-1, or RoBERTa's count of real tokens offset by padding_idx."""
     if config["model_type"] == "bert":
-        length = ops.gather(ops.shape_of(input_ids), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
-        return ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
+        return absolute_positions(input_ids)
     padding_idx = int(config.get("pad_token_id", 1))
     real = ops.convert(ops.not_equal(input_ids, ops.constant(np.int64(padding_idx))), "i64")
     counted = ops.multiply(ops.cumsum(real, ops.constant(np.int64(1))), real)
@@ -83,7 +83,7 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
             split_heads(linear(weights, f"{layer}.attention.self.{n}", x), heads, head_size)
             for n in ("query", "key", "value")
         )
-        context = merge_heads(attention(q, k, v, mask, head_size), hidden)
+        context = merge_heads(attention(q, k, v, mask, head_size**-0.5), hidden)
         attended = linear(weights, f"{layer}.attention.output.dense", context)
         x = layer_norm(weights, f"{layer}.attention.output.LayerNorm", ops.add(attended, x), eps)
         inner = activation(act, linear(weights, f"{layer}.intermediate.dense", x))

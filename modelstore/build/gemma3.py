@@ -19,18 +19,14 @@ from modelstore.build.layers import (
     Node,
     Weights,
     absolute_positions,
-    activation,
     check_activation,
     find_prefix,
+    gated_mlp,
+    grouped_query_attention,
     key_mask,
-    linear,
-    merge_heads,
-    repeat_heads,
     rms_norm,
     rotary_bases,
     rotary_tables,
-    rotate,
-    split_heads,
     text_inputs,
     window_key_mask,
 )
@@ -83,6 +79,7 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
     tables = {kind: rotary_tables(positions, head_size, theta) for kind, theta in _thetas(config).items()}
     half_window = int(config.get("sliding_window", 512)) // 2
     masks = {_GLOBAL: key_mask(attention_mask), _LOCAL: window_key_mask(attention_mask, half_window)}
+    shape = (heads, kv_heads, head_size)
 
     def norm(name: str, value: Node) -> Node:
         return rms_norm(weights, name, value, eps, unit_offset=True)
@@ -90,20 +87,11 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
     for i, kind in enumerate(_layer_types(config)):
         layer = f"layers.{i}"
         normed = norm(f"{layer}.input_layernorm", x)
-        q = split_heads(linear(weights, f"{layer}.self_attn.q_proj", normed), heads, head_size)
-        k = split_heads(linear(weights, f"{layer}.self_attn.k_proj", normed), kv_heads, head_size)
-        v = split_heads(linear(weights, f"{layer}.self_attn.v_proj", normed), kv_heads, head_size)
-        cos, sin = tables[kind]
-        q = rotate(norm(f"{layer}.self_attn.q_norm", q), cos, sin)
-        k = rotate(norm(f"{layer}.self_attn.k_norm", k), cos, sin)
-        groups = heads // kv_heads
-        k, v = repeat_heads(k, groups, kv_heads, head_size), repeat_heads(v, groups, kv_heads, head_size)
-        context = ops.scaled_dot_product_attention(q, k, v, masks[kind], ops.constant(np.float32(scale)))
-        attended = linear(weights, f"{layer}.self_attn.o_proj", merge_heads(context, heads * head_size))
+        attended = grouped_query_attention(
+            weights, f"{layer}.self_attn", normed, shape, tables[kind], masks[kind], norm, scale
+        )
         x = ops.add(x, norm(f"{layer}.post_attention_layernorm", attended))
-        normed = norm(f"{layer}.pre_feedforward_layernorm", x)
-        gate = activation(act, linear(weights, f"{layer}.mlp.gate_proj", normed))
-        inner = ops.multiply(gate, linear(weights, f"{layer}.mlp.up_proj", normed))
-        x = ops.add(x, norm(f"{layer}.post_feedforward_layernorm", linear(weights, f"{layer}.mlp.down_proj", inner)))
+        fed = gated_mlp(weights, f"{layer}.mlp", norm(f"{layer}.pre_feedforward_layernorm", x), act)
+        x = ops.add(x, norm(f"{layer}.post_feedforward_layernorm", fed))
 
     return ov.Model([norm("norm", x)], [input_ids, attention_mask], "gemma3")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -135,10 +136,40 @@ def merge_heads(x: Node, width: int) -> Node:
     return ops.reshape(moved, ops.constant(np.array([0, 0, width], dtype=np.int64)), special_zero=True)
 
 
-def attention(q: Node, k: Node, v: Node, mask: Node, head_size: int) -> Node:
-    """Softmax(q k^T / sqrt(d) + mask) v, as OpenVINO's fused scaled-dot-product attention."""
-    scale = ops.constant(np.float32(1.0 / np.sqrt(head_size)))
-    return ops.scaled_dot_product_attention(q, k, v, mask, scale)
+def attention(q: Node, k: Node, v: Node, mask: Node, scale: float) -> Node:
+    """Softmax(q k^T * scale + mask) v, as OpenVINO's fused scaled-dot-product attention."""
+    return ops.scaled_dot_product_attention(q, k, v, mask, ops.constant(np.float32(scale)))
+
+
+def grouped_query_attention(
+    weights: Weights,
+    prefix: str,
+    x: Node,
+    heads: tuple[int, int, int],
+    rotary: tuple[Node, Node],
+    mask: Node,
+    head_norm: Callable[[str, Node], Node],
+    scale: float,
+) -> Node:
+    """Llama-style self-attention with q_proj/k_proj/v_proj/o_proj, RMSNorm on each query and key head before
+    the rotary embedding, and `heads` = (query heads, key/value heads, head size)."""
+    query_heads, kv_heads, head_size = heads
+    q = split_heads(linear(weights, f"{prefix}.q_proj", x), query_heads, head_size)
+    k = split_heads(linear(weights, f"{prefix}.k_proj", x), kv_heads, head_size)
+    v = split_heads(linear(weights, f"{prefix}.v_proj", x), kv_heads, head_size)
+    cos, sin = rotary
+    q = rotate(head_norm(f"{prefix}.q_norm", q), cos, sin)
+    k = rotate(head_norm(f"{prefix}.k_norm", k), cos, sin)
+    groups = query_heads // kv_heads
+    k, v = repeat_heads(k, groups, kv_heads, head_size), repeat_heads(v, groups, kv_heads, head_size)
+    context = merge_heads(attention(q, k, v, mask, scale), query_heads * head_size)
+    return linear(weights, f"{prefix}.o_proj", context)
+
+
+def gated_mlp(weights: Weights, prefix: str, x: Node, act: str) -> Node:
+    """down_proj(act(gate_proj(x)) * up_proj(x)), the feed-forward of Llama-style blocks."""
+    gate = activation(act, linear(weights, f"{prefix}.gate_proj", x))
+    return linear(weights, f"{prefix}.down_proj", ops.multiply(gate, linear(weights, f"{prefix}.up_proj", x)))
 
 
 def rms_norm(weights: Weights, name: str, x: Node, eps: float, unit_offset: bool = False) -> Node:
@@ -198,26 +229,31 @@ def repeat_heads(x: Node, groups: int, kv_heads: int, head_size: int) -> Node:
     return ops.reshape(tiled, ops.constant(np.array([0, kv_heads * groups, -1, head_size], dtype=np.int64)), True)
 
 
+def _token_index(tokens: Node) -> Node:
+    """0..S-1 along the token axis of a [batch, tokens] input."""
+    length = ops.gather(ops.shape_of(tokens), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
+    return ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
+
+
+def _pair_mask(attention_mask: Node, hidden: Callable[[Node, Node], Node]) -> Node:
+    """[batch, 1, queries, keys] additive mask: padding keys and pairs where `hidden(query, key)` holds."""
+    index = _token_index(attention_mask)
+    masked = hidden(ops.unsqueeze(index, 1), ops.unsqueeze(index, 0))  # [queries, keys]
+    pairs = ops.select(masked, ops.constant(np.float32(MASKED_SCORE)), ops.constant(np.float32(0.0)))
+    return ops.minimum(ops.unsqueeze(pairs, ops.constant(np.array([0, 1], dtype=np.int64))), key_mask(attention_mask))
+
+
 def causal_key_mask(attention_mask: Node) -> Node:
-    """[batch, 1, queries, keys] additive mask: each token sees itself and earlier real tokens only."""
-    length = ops.gather(ops.shape_of(attention_mask), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
-    index = ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
-    later = ops.greater(ops.unsqueeze(index, 0), ops.unsqueeze(index, 1))  # [queries, keys]: key after query
-    causal = ops.select(later, ops.constant(np.float32(MASKED_SCORE)), ops.constant(np.float32(0.0)))
-    return ops.minimum(ops.unsqueeze(causal, ops.constant(np.array([0, 1], dtype=np.int64))), key_mask(attention_mask))
+    """Each token sees itself and earlier real tokens only."""
+    return _pair_mask(attention_mask, lambda query, key: ops.greater(key, query))
 
 
 def window_key_mask(attention_mask: Node, half_window: int) -> Node:
-    """[batch, 1, queries, keys] additive mask of a bidirectional local window: |query - key| <= half_window."""
-    length = ops.gather(ops.shape_of(attention_mask), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
-    index = ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64")
-    distance = ops.abs(ops.subtract(ops.unsqueeze(index, 0), ops.unsqueeze(index, 1)))
-    outside = ops.greater(distance, ops.constant(np.int64(half_window)))
-    window = ops.select(outside, ops.constant(np.float32(MASKED_SCORE)), ops.constant(np.float32(0.0)))
-    return ops.minimum(ops.unsqueeze(window, ops.constant(np.array([0, 1], dtype=np.int64))), key_mask(attention_mask))
+    """A bidirectional local window: each token sees the real tokens with |query - key| <= half_window."""
+    limit = ops.constant(np.int64(half_window))
+    return _pair_mask(attention_mask, lambda query, key: ops.greater(ops.abs(ops.subtract(key, query)), limit))
 
 
 def absolute_positions(input_ids: Node) -> Node:
-    """0..S-1 for every row: with right padding, each text's own positions."""
-    length = ops.gather(ops.shape_of(input_ids), ops.constant(np.int64(1)), ops.constant(np.int64(0)))
-    return ops.unsqueeze(ops.range(ops.constant(np.int64(0)), length, ops.constant(np.int64(1)), "i64"), 0)
+    """0..S-1 for every row, [1, tokens]: with right padding, each text's own positions."""
+    return ops.unsqueeze(_token_index(input_ids), 0)

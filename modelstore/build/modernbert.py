@@ -86,7 +86,8 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
         cos, sin = tables[kind]
         q = rotate(split_heads(q, heads, head_size), cos, sin)
         k = rotate(split_heads(k, heads, head_size), cos, sin)
-        context = merge_heads(attention(q, k, split_heads(v, heads, head_size), masks[kind], head_size), hidden)
+        v = split_heads(v, heads, head_size)
+        context = merge_heads(attention(q, k, v, masks[kind], head_size**-0.5), hidden)
         x = ops.add(x, linear(weights, f"{layer}.attn.Wo", context))
         inner, gate = ops.split(
             linear(weights, f"{layer}.mlp.Wi", layer_norm(weights, f"{layer}.mlp_norm", x, eps)), -1, 2

@@ -17,18 +17,13 @@ from modelstore.build.layers import (
     ArchitectureError,
     Node,
     Weights,
-    activation,
-    attention,
     causal_key_mask,
     check_activation,
     find_prefix,
-    linear,
-    merge_heads,
-    repeat_heads,
+    gated_mlp,
+    grouped_query_attention,
     rms_norm,
     rotary_tables,
-    rotate,
-    split_heads,
     text_inputs,
 )
 from modelstore.build.weights import Checkpoint
@@ -77,23 +72,18 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
     x: Node = ops.gather(weights.const("embed_tokens.weight"), input_ids, ops.constant(np.int64(0)))
     cos, sin = rotary_tables(_positions(attention_mask), head_size, rope_theta(config))
     mask = causal_key_mask(attention_mask)
+    shape = (heads, kv_heads, head_size)
+
+    def norm(name: str, value: Node) -> Node:
+        return rms_norm(weights, name, value, eps)
 
     for i in range(int(config["num_hidden_layers"])):
         layer = f"layers.{i}"
-        normed = rms_norm(weights, f"{layer}.input_layernorm", x, eps)
-        q = split_heads(linear(weights, f"{layer}.self_attn.q_proj", normed), heads, head_size)
-        k = split_heads(linear(weights, f"{layer}.self_attn.k_proj", normed), kv_heads, head_size)
-        v = split_heads(linear(weights, f"{layer}.self_attn.v_proj", normed), kv_heads, head_size)
-        q = rotate(rms_norm(weights, f"{layer}.self_attn.q_norm", q, eps), cos, sin)
-        k = rotate(rms_norm(weights, f"{layer}.self_attn.k_norm", k, eps), cos, sin)
-        groups = heads // kv_heads
-        k, v = repeat_heads(k, groups, kv_heads, head_size), repeat_heads(v, groups, kv_heads, head_size)
-        context = merge_heads(attention(q, k, v, mask, head_size), heads * head_size)
-        x = ops.add(x, linear(weights, f"{layer}.self_attn.o_proj", context))
-        normed = rms_norm(weights, f"{layer}.post_attention_layernorm", x, eps)
-        gate = activation(act, linear(weights, f"{layer}.mlp.gate_proj", normed))
-        up = linear(weights, f"{layer}.mlp.up_proj", normed)
-        x = ops.add(x, linear(weights, f"{layer}.mlp.down_proj", ops.multiply(gate, up)))
+        normed = norm(f"{layer}.input_layernorm", x)
+        attended = grouped_query_attention(
+            weights, f"{layer}.self_attn", normed, shape, (cos, sin), mask, norm, head_size**-0.5
+        )
+        x = ops.add(x, attended)
+        x = ops.add(x, gated_mlp(weights, f"{layer}.mlp", norm(f"{layer}.post_attention_layernorm", x), act))
 
-    x = rms_norm(weights, "norm", x, eps)
-    return ov.Model([x], [input_ids, attention_mask], "qwen3")
+    return ov.Model([norm("norm", x)], [input_ids, attention_mask], "qwen3")

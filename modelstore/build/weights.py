@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,11 @@ class WeightsError(ValueError):
     """A checkpoint that cannot be read, or lacks a tensor the architecture needs."""
 
 
+def _widen_bf16(bits: np.ndarray) -> np.ndarray:
+    """bf16 bits (as uint16) to the float32 values they are the upper half of."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One stored tensor: its array (a view of the file) and whether the bits are bf16."""
@@ -47,23 +53,31 @@ class Tensor:
     def as_float32(self) -> np.ndarray:
         """float32 values; a view for float32 data, a new array otherwise."""
         if self.bf16:
-            return (self.array.astype(np.uint32) << 16).view(np.float32)
+            return _widen_bf16(self.array)
         return self.array if self.array.dtype == np.float32 else self.array.astype(np.float32)
+
+    def _row_blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        """The tensor as rows (a 0-d one as one row), a block at a time in float32 (bf16 widened per block)."""
+        rows = self.array.reshape(self.array.shape[0], -1) if self.array.ndim else self.array.reshape(1, 1)
+        for start in range(0, rows.shape[0], _ROWS_PER_BLOCK):
+            block = rows[start : start + _ROWS_PER_BLOCK]
+            yield (
+                slice(start, start + len(block)),
+                _widen_bf16(block) if self.bf16 else block.astype(np.float32, copy=False),
+            )
 
     def as_int8_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Symmetric int8 per row (a weight matrix's output channel): values and float32 scales [rows, 1].
 
         Done a block of rows at a time from the mapped file, so only the int8 copy is ever held whole.
         """
-        rows = self.array.reshape(self.array.shape[0], -1)
-        values = np.empty(rows.shape, dtype=np.int8)
-        scales = np.empty((rows.shape[0], 1), dtype=np.float32)
-        for start in range(0, rows.shape[0], _ROWS_PER_BLOCK):
-            block = rows[start : start + _ROWS_PER_BLOCK]
-            wide = (block.astype(np.uint32) << 16).view(np.float32) if self.bf16 else block.astype(np.float32)
-            scale = np.maximum(np.abs(wide).max(axis=1, keepdims=True), 1e-30) / 127.0
-            values[start : start + len(block)] = np.clip(np.rint(wide / scale), -127, 127)
-            scales[start : start + len(block)] = scale
+        rows = self.array.shape[0]
+        values = np.empty((rows, self.array.size // rows), dtype=np.int8)
+        scales = np.empty((rows, 1), dtype=np.float32)
+        for where, block in self._row_blocks():
+            scale = np.maximum(np.abs(block).max(axis=1, keepdims=True), 1e-30) / 127.0
+            values[where] = np.clip(np.rint(block / scale), -127, 127)
+            scales[where] = scale
         return values.reshape(self.array.shape), scales
 
     def as_float16(self) -> np.ndarray | None:
@@ -77,14 +91,11 @@ class Tensor:
         if not (self.bf16 or self.array.dtype == np.float32):
             return None
         out = np.empty(self.array.shape, dtype=np.float16)
-        rows = self.array.reshape(self.array.shape[0], -1) if self.array.ndim else self.array.reshape(1, 1)
-        flat = out.reshape(rows.shape)
-        for start in range(0, rows.shape[0], _ROWS_PER_BLOCK):
-            block = rows[start : start + _ROWS_PER_BLOCK]
-            wide = (block.astype(np.uint32) << 16).view(np.float32) if self.bf16 else block
-            if np.abs(wide).max(initial=0.0) > _FP16_MAX:
+        flat = out.reshape(self.array.shape[0], -1) if self.array.ndim else out.reshape(1, 1)
+        for where, block in self._row_blocks():
+            if np.abs(block).max(initial=0.0) > _FP16_MAX:
                 return None
-            flat[start : start + _ROWS_PER_BLOCK] = wide
+            flat[where] = block
         return out
 
 
