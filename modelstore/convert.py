@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from modelstore.build import WEIGHT_FORMATS, ArchitectureError, WeightsError, build_network
+from modelstore.build import WEIGHT_FORMATS, ArchitectureError, ReadProgress, WeightsError, build_network
 from modelstore.layout import IR_FILE, REPO_CHECKPOINTS, REPO_NETWORKS, first_present, is_checkpoint
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
@@ -23,8 +23,11 @@ _WEIGHT_TYPES = {
     ov.Type.bf16: "bf16",
     ov.Type.i8: "int8",
     ov.Type.u8: "int8",
+    ov.Type.i4: "int4",
+    ov.Type.u4: "int4",
 }
-_PRECISION_RANK = ("fp32", "bf16", "fp16", "int8")
+_PRECISION_RANK = ("fp32", "bf16", "fp16", "int8", "int4")
+_FROM_CHECKPOINT_ONLY = ("int8", "int4")
 
 
 class ConversionError(ValueError):
@@ -46,8 +49,9 @@ def openvino_reason(exc: BaseException) -> str:
     return next((line for line in lines if not line.startswith("Exception from ")), type(exc).__name__)
 
 
-def find_network(folder: Path, *, checkpoint_first: bool = False) -> Path:
-    """The network to convert; int8 weights are made from a checkpoint, so they look for one first."""
+def find_network(folder: Path, weights: str | None = None) -> Path:
+    """The network to convert; int8 and int4 weights are made from a checkpoint, so they look for one first."""
+    checkpoint_first = weights in _FROM_CHECKPOINT_ONLY
     network = (checkpoint_first and first_present(folder, REPO_CHECKPOINTS)) or first_present(folder, REPO_NETWORKS)
     if network is None:
         raise ConversionError(
@@ -86,24 +90,26 @@ def _weights(model: ov.Model) -> tuple[str, int]:
     return precision, count
 
 
-def convert_network(source: Path, destination: Path, weights: str | None = None) -> NetworkInfo:
+def convert_network(
+    source: Path, destination: Path, weights: str | None = None, progress: ReadProgress | None = None
+) -> NetworkInfo:
     """Read or build the source network and save it as IR in `destination`.
 
     ONNX external data is found beside the .onnx file. By default read networks keep the precision their
     weights came in (fp16-compressed IR stays compressed, fp32 ONNX stays fp32) and built networks get fp16
-    weights; `weights` asks for fp16 or fp32 where the source has fp32, or, for a checkpoint, int8 weight
-    matrices. The engine decides the compute precision.
+    weights; `weights` asks for fp16 or fp32 where the source has fp32, or, for a checkpoint, int8 or int4 weight
+    matrices. The engine decides the compute precision. `progress` follows a checkpoint being built.
     """
     if weights not in (None, *WEIGHT_FORMATS):
         raise ConversionError(f"weights {weights!r} is not one of {', '.join(WEIGHT_FORMATS)}")
     core = ov.Core()
     built = is_checkpoint(source)
-    if weights == "int8" and not built:
-        raise ConversionError(f"int8 weights are made from a safetensors checkpoint, and {source.name} is not one")
+    if weights in _FROM_CHECKPOINT_ONLY and not built:
+        raise ConversionError(f"{weights} weights are made from a safetensors checkpoint, and {source.name} is not one")
     # A built network has its weights in their storage format already; a read one is compressed if asked.
     compress = weights == "fp16" and not built
     try:
-        model = build_network(source, weights or "fp16") if built else core.read_model(source)
+        model = build_network(source, weights or "fp16", progress) if built else core.read_model(source)
     except (ArchitectureError, WeightsError) as exc:
         raise ConversionError(str(exc)) from exc
     except RuntimeError as exc:

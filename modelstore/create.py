@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, processors
 
-from modelstore.build.weights import Checkpoint, WeightsError
+from modelstore.build.weights import Checkpoint, ReadProgress, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
 from modelstore.names import ModelName
@@ -96,17 +96,19 @@ def create_from_folder(
     fallback: ModelDescription | None = None,
     extra: dict[str, Any] | None = None,
     weights: str | None = None,
+    progress: ReadProgress | None = None,
 ) -> ModelRecord:
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
 
     `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is;
-    `weights` (fp16, fp32, int8) is the stored weight format, by default as convert_network chooses.
+    `weights` (fp16, fp32, int8, int4) is the stored weight format, by default as convert_network chooses;
+    `progress` follows the conversion of a checkpoint.
     """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise CreateError(f"{folder} is not a folder")
     try:
-        network = find_network(folder, checkpoint_first=weights == "int8")
+        network = find_network(folder, weights)
         tokenizer = _find_tokenizer(folder)
         description = describe_repo(folder, fallback)
     except (ConversionError, ConfigError) as exc:
@@ -119,7 +121,7 @@ def create_from_folder(
     patched = _with_end_of_text(loaded) if ends_with_eos else None
     with store.staging() as staged, store.staging() as scratch:
         try:
-            info = convert_network(_readable(network, scratch), staged, weights)
+            info = convert_network(_readable(network, scratch), staged, weights, progress)
         except ConversionError as exc:
             raise CreateError(str(exc)) from exc
         if patched is None:

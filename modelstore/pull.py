@@ -11,7 +11,6 @@ import errno
 import hashlib
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -127,6 +126,22 @@ def sweep_downloads(store: ModelStore) -> None:
             partial.unlink(missing_ok=True)
 
 
+def _throttled(forward: Callable[[int, int], None], cancelled: Callable[[], bool]) -> Callable[[int, int], None]:
+    """Progress at most every _REPORT_INTERVAL (and at the end); PullCancelled once the pull is cancelled."""
+    last = 0.0
+
+    def step(done: int, total: int) -> None:
+        nonlocal last
+        if cancelled():
+            raise PullCancelled()
+        now = time.monotonic()
+        if done >= total or now - last >= _REPORT_INTERVAL:
+            last = now
+            forward(done, total)
+
+    return step
+
+
 def _progress_bar(report: Callable[[int, int | None], None]) -> type[hub_tqdm]:
     """A tqdm class for huggingface_hub that forwards bytes to `report` instead of drawing."""
 
@@ -190,7 +205,8 @@ class Puller:
         folder = self._download(repo, fetched_commit, plan, report, cancelled)
         report(PullStatus("verifying sha256 digest"))
         self._verify(folder, plan)
-        report(PullStatus("converting to OpenVINO IR"))
+        converting = "converting to OpenVINO IR"
+        report(PullStatus(converting))
         # Keyed on the name's own repo and commit, even when a mirror supplied the files, so the next pull of
         # any tag for them finds this model.
         extra = {
@@ -209,6 +225,7 @@ class Puller:
                 fallback=source.fallback,
                 extra=extra,
                 weights=source.weights if is_checkpoint(Path(plan.network)) else None,
+                progress=_throttled(lambda done, total: report(PullStatus(converting, None, total, done)), cancelled),
             )
         except CreateError as exc:
             raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc
@@ -317,22 +334,16 @@ class Puller:
         folder: Path | None = None
         for remote in plan.files:
             status = f"pulling {remote.digest.split(':')[-1][:12]}"
-            last = 0.0
 
-            def forward(done: int, total: int | None, remote: RemoteFile = remote, status: str = status) -> None:
-                nonlocal last
-                if cancelled():
-                    raise PullCancelled()
-                now = time.monotonic()
-                finished = done == (total or remote.size)
-                if finished or now - last >= _REPORT_INTERVAL:
-                    last = math.inf if finished else now
-                    report(PullStatus(status, remote.digest, remote.size, done))
+            def send(done: int, _total: int, remote: RemoteFile = remote, status: str = status) -> None:
+                report(PullStatus(status, remote.digest, remote.size, done))
 
-            report(PullStatus(status, remote.digest, remote.size, 0))
-            path = self._fetch(repo, commit, remote.path, _progress_bar(forward))
-            if last != math.inf:  # a cached file never reached the progress bar
-                report(PullStatus(status, remote.digest, remote.size, remote.size))
+            send(0, remote.size)
+            step = _throttled(send, cancelled)
+            path = self._fetch(
+                repo, commit, remote.path, _progress_bar(lambda done, _, step=step, size=remote.size: step(done, size))
+            )
+            send(remote.size, remote.size)  # a cached file never reaches the progress bar
             folder = path.parents[len(Path(remote.path).parts) - 1]
         assert folder is not None
         return folder

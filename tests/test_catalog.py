@@ -77,7 +77,8 @@ def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int,
     [
         ("qwen3-embedding", "int8"),
         ("qwen3-embedding:8b", "int8"),
-        ("qwen3-embedding:4b-q4_K_M", "int8"),
+        ("qwen3-embedding:4b-q4_K_M", "int4"),
+        ("qwen3-embedding:8b-q4_K_M", "int4"),
         ("qwen3-embedding:4b-q8_0", "int8"),
         ("qwen3-embedding:4b-fp16", "fp16"),
         ("qwen3-embedding:8b-fp16", "fp16"),
@@ -88,7 +89,7 @@ def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int,
         ("embeddinggemma:300m-qat-q8_0", "int8"),
     ],
 )
-def test_quantized_tags_convert_to_int8_unless_they_ask_for_fp16(text: str, weights: str | None) -> None:
+def test_quantized_tags_convert_to_int8_unless_they_name_4_bits_or_fp16(text: str, weights: str | None) -> None:
     assert _entry(text).weights == weights
 
 

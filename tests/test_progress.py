@@ -191,6 +191,39 @@ def test_terminal_spinner_turns_and_stops() -> None:
     assert out.getvalue().endswith("success \x1b[K\n\x1b[?25h")
 
 
+def test_the_conversion_bar_takes_the_place_of_its_spinner() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    progress = PullProgress(out, is_terminal=True, clock=clock, width=80)
+    converting = "converting to OpenVINO IR"
+    progress.update({"status": converting})
+    assert screen(out.getvalue()) == ["converting to OpenVINO IR ⠋ "]
+    for step, completed in enumerate((0, 500_000_000, 2_000_000_000), 1):
+        clock.now = step * 0.2
+        progress.update({"status": converting, "total": 2_000_000_000, "completed": completed})
+        progress.update({"status": converting})  # a bare repeat changes nothing
+    progress.update({"status": "writing manifest"})
+    progress.finish()
+    lines = screen(out.getvalue())
+    assert lines[0].startswith("converting to OpenVINO IR 100% ▕") and lines[0].rstrip().endswith(" 2 GB")
+    assert lines[1:] == ["writing manifest ", ""]
+
+
+def test_log_mode_conversion_bar_in_quarter_steps() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    progress = PullProgress(out, is_terminal=False, clock=clock)
+    progress.update({"status": "converting to OpenVINO IR"})
+    for completed in (10, 60, 100):
+        clock.now += 1
+        progress.update({"status": "converting to OpenVINO IR", "total": 100, "completed": completed})
+    progress.finish()
+    assert [line.split("▕")[0] for line in out.getvalue().splitlines()] == [
+        "converting to OpenVINO IR",
+        "converting to OpenVINO IR  10% ",
+        "converting to OpenVINO IR  60% ",
+        "converting to OpenVINO IR 100% ",
+    ]
+
+
 def test_terminal_bars_for_several_layers() -> None:
     out, clock = io.StringIO(), FakeClock()
     progress = PullProgress(out, is_terminal=True, clock=clock, width=80)

@@ -224,6 +224,21 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, hub_url: str) -> Iterator[D
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def _tensor_bytes(folder: Path, files: tuple[str, ...]) -> int:
+    """The tensor data in the safetensors files among `files`, read off their headers."""
+    total = 0
+    for path in (folder / name for name in files if name.endswith(".safetensors")):
+        with path.open("rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        total += sum(
+            end - begin
+            for key, info in header.items()
+            if key != "__metadata__"
+            for begin, end in [info["data_offsets"]]
+        )
+    return total
+
+
 def stream_pull(daemon: Daemon, model: str, **body: Any) -> tuple[httpx.Response, list[dict[str, Any]]]:
     """A streamed pull read to its end; every line must be one JSON object, with no blank lines."""
     with httpx.stream("POST", f"{daemon.url}/api/pull", json={"model": model, **body}, timeout=120) as response:
@@ -409,7 +424,14 @@ def test_a_safetensors_only_repo_is_converted_by_ovembed(
     folder = models.checkpoint if repo.endswith("checkpoint") else models.sharded
     _, messages = stream_pull(daemon, f"hf.co/{repo}")
 
-    assert [m["status"] for m in messages[-4:]] == FINAL_STATUSES
+    statuses = [m["status"] for m in messages]
+    first = statuses.index(FINAL_STATUSES[0])
+    assert [s for i, s in enumerate(statuses[first:], first) if s != statuses[i - 1]] == FINAL_STATUSES
+    # The conversion counts the checkpoint's tensor bytes as it reads them, up to all of them.
+    converting = [m for m in messages if m["status"] == FINAL_STATUSES[1] and "total" in m]
+    assert converting, messages
+    assert converting[-1]["completed"] == converting[-1]["total"] == _tensor_bytes(folder, network)
+    assert all("digest" not in m for m in converting)
     want = planned(folder, network)
     assert file_gets(hub, repo) == Counter(list(want))  # the checkpoint and configs once; never the pickle
     texts, expected = _fixture_reference()
@@ -448,23 +470,25 @@ def test_what_is_not_converted_is_refused_on_its_config_alone(
     assert f"hf.co/{repo}:latest" not in listed(daemon)
 
 
-def test_qwen3_embedding_4b_pulls_its_checkpoint_as_int8_and_its_fp16_tag_apart(
+def test_qwen3_embedding_4b_pulls_its_checkpoint_as_int8_and_its_int4_and_fp16_tags_apart(
     daemon: Daemon, hub: FakeHub, models: Models
 ) -> None:
     """The catalog's Qwen/Qwen3-Embedding-4B, played by the tiny Qwen3 fixture: the default tag converts the
-    checkpoint with int8 weight matrices, `4b-q8_0` is the same model, and `4b-fp16` is another."""
+    checkpoint with int8 weight matrices, `4b-q8_0` is the same model, `4b-q4_K_M` (int4) and `4b-fp16` are
+    others."""
     repo = "Qwen/Qwen3-Embedding-4B"
     hub.add_repo(repo, models.qwen3)
     texts = json.loads((FIXTURES / "qwen3-lasttoken" / "texts.json").read_text(encoding="utf-8"))
     expected = np.load(FIXTURES / "qwen3-lasttoken" / "reference.npy").astype(np.float64)
-    for tag, level in (("4b", "INT8"), ("4b-q8_0", "INT8"), ("4b-fp16", "FP16")):
+    floors = {"INT8": 0.999, "INT4": 0.97, "FP16": 0.9999}
+    for tag, level in (("4b", "INT8"), ("4b-q8_0", "INT8"), ("4b-q4_K_M", "INT4"), ("4b-fp16", "FP16")):
         response = pull(daemon, f"qwen3-embedding:{tag}")
         assert (response.status_code, response.json()) == (200, {"status": "success"}), (tag, response.text)
         shown = httpx.post(f"{daemon.url}/api/show", json={"model": f"qwen3-embedding:{tag}"}, timeout=30).json()
         assert shown["details"]["quantization_level"] == level
-        _assert_cosines(embed(daemon, f"qwen3-embedding:{tag}", texts), expected, 0.999 if level == "INT8" else 0.9999)
-    # q8_0 is a copy of the default tag; fp16 is a conversion of its own (downloads are dropped after one).
-    assert file_gets(hub, repo)["model.safetensors"] == 2
+        _assert_cosines(embed(daemon, f"qwen3-embedding:{tag}", texts), expected, floors[level])
+    # q8_0 is a copy of the default tag; the others are conversions of their own (downloads are dropped after one).
+    assert file_gets(hub, repo)["model.safetensors"] == 3
     names = listed(daemon)
     assert names["qwen3-embedding:4b"]["digest"] == names["qwen3-embedding:4b-q8_0"]["digest"]
     assert names["qwen3-embedding:4b"]["digest"] != names["qwen3-embedding:4b-fp16"]["digest"]

@@ -278,14 +278,16 @@ def _graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     return model
 
 
-FAULTS = ("nan", "fixed-shape")
+FAULTS = ("nan", "fixed-shape", "fp16-overflow")
 
 
 def build_faulty_model(dest: Path, fault: str, hidden: int = 8) -> Path:
     """A tiny model folder whose network loads but misbehaves, for the error paths a sound model never takes.
 
     `nan`: every output is the square root of a negative number. `fixed-shape`: the output is reshaped to
-    [3, 5, hidden], so inference fails for any batch that is not 3 texts of 5 tokens.
+    [3, 5, hidden], so inference fails for any batch that is not 3 texts of 5 tokens. `fp16-overflow`: each
+    token's (id + 1) times 60,000 (in two steps), then times 1e-5: beyond fp16's range (65,504) on the way,
+    finite in fp32.
     """
     if fault not in FAULTS:
         raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
@@ -294,6 +296,8 @@ def build_faulty_model(dest: Path, fault: str, hidden: int = 8) -> Path:
         numpy_helper.from_array(np.ones((1, 1, hidden), dtype=np.float32), "ones"),
         numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
         numpy_helper.from_array(np.array([3, 5, hidden], dtype=np.int64), "fixed"),
+        numpy_helper.from_array(np.full((hidden, hidden), 30_000.0 / hidden, dtype=np.float32), "huge"),
+        numpy_helper.from_array(np.array(1e-5, dtype=np.float32), "tiny"),
     ]
     node = helper.make_node
     nodes = [
@@ -303,6 +307,13 @@ def build_faulty_model(dest: Path, fault: str, hidden: int = 8) -> Path:
     ]
     if fault == "nan":
         nodes += [node("Neg", ["positive"], ["negative"]), node("Sqrt", ["negative"], ["last_hidden_state"])]
+    elif fault == "fp16-overflow":
+        nodes += [
+            node("MatMul", ["positive", "huge"], ["large"]),
+            node("Add", ["large", "large"], ["overflowing"]),  # a separate op, so the product is stored
+            node("Relu", ["overflowing"], ["kept"]),
+            node("Mul", ["kept", "tiny"], ["last_hidden_state"]),
+        ]
     else:
         nodes += [node("Reshape", ["positive", "fixed"], ["last_hidden_state"])]
     inputs = [

@@ -153,9 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--from", dest="source", required=True, metavar="DIR")
     create.add_argument(
         "--weights",
-        choices=("fp16", "fp32", "int8"),
-        help="stored weights: as the source has them by default, fp16 for a safetensors checkpoint; int8 (weight "
-        "matrices per output channel) from a checkpoint",
+        choices=("fp16", "fp32", "int8", "int4"),
+        help="stored weights: as the source has them by default, fp16 for a safetensors checkpoint; from a "
+        "checkpoint, int8 (weight matrices per output channel) or int4 (per group of 128 inputs)",
     )
     pull = add("pull", cmd_pull, "Pull a model through the daemon")
     pull.add_argument("name", metavar="MODEL")

@@ -135,12 +135,16 @@ class PullProgress:
         self._lock = threading.Lock()
 
     def update(self, event: dict[str, Any]) -> None:
-        """Apply one status object: a digest line moves its bar, a new status starts a spinner."""
+        """Apply one status object: a digest line moves its bar, a new status starts a spinner, and a status
+        with a total (the conversion) turns its spinner into a bar."""
         with self._lock:
             now = self._clock()
             digest, status = event.get("digest") or "", event.get("status") or ""
+            total, completed = int(event.get("total") or 0), int(event.get("completed") or 0)
             if digest:
-                self._move_bar(digest, int(event.get("total") or 0), int(event.get("completed") or 0), now)
+                self._move_bar(digest, _layer_label(digest), total, completed, now)
+            elif status and total:
+                self._move_bar(status, status, total, completed, now)
             elif status and status != self._status:
                 self._stop_spinner()
                 self._status = status
@@ -191,13 +195,15 @@ class PullProgress:
             self._spinner.stopped = True
             self._spinner = None
 
-    def _move_bar(self, digest: str, total: int, completed: int, now: float) -> None:
+    def _move_bar(self, key: str, label: str, total: int, completed: int, now: float) -> None:
         if completed == 0:
             return  # Ollama shows nothing for a layer until bytes arrive
+        if self._spinner is not None and self._spinner.status == key:
+            self._lines.remove(self._spinner)  # the status's bar takes the place of its spinner
         self._stop_spinner()
-        bar = self._bars.get(digest)
+        bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[digest] = Bar(_layer_label(digest), total)
+            bar = self._bars[key] = Bar(label, total)
             self._lines.append(bar)
         bar.set(completed, now)
         if not self._is_terminal:

@@ -8,8 +8,10 @@ the tokenizer release the GIL while they work.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # GPU kernels are compiled per shape; rounding the padded length keeps their number small.
 _GPU_PAD_MULTIPLE = 16
+# OpenVINO's element types as OVEMBED_PRECISION names them.
+_PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,33 @@ class TokenizedText:
         return len(self.ids)
 
 
-class LoadedModel:
-    """A compiled network with its tokenizer and one infer request per parallel slot."""
+def compute_precision(compiled: ov.CompiledModel) -> str:
+    """The precision the device computes in, as the compiled model reports it (fp32, bf16, fp16)."""
+    kind = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return _PRECISION_NAMES.get(kind, kind)
 
-    def __init__(self, record: ModelRecord, compiled: ov.CompiledModel, device: DeviceChoice) -> None:
+
+class LoadedModel:
+    """A compiled network with its tokenizer and one infer request per parallel slot.
+
+    `widen` compiles the network in fp32; given one, a batch whose vectors are not finite (fp16 overflows
+    where fp32 does not, as Gemma's activations do) is run again in fp32 and the model stays in fp32.
+    """
+
+    def __init__(
+        self,
+        record: ModelRecord,
+        compiled: ov.CompiledModel,
+        device: DeviceChoice,
+        widen: Callable[[], ov.CompiledModel] | None = None,
+    ) -> None:
         self.record = record
         self.spec = record.spec
         self.compiled = compiled
+        self.precision = compute_precision(compiled)
         self.device = device
+        self._widen = widen if self.precision != "fp32" else None
+        self._widening = threading.Lock()
         # Read by Python, which lets go of the GIL while the disk is slow; from_file would hold it throughout.
         self.tokenizer = Tokenizer.from_str((record.path / TOKENIZER_FILE).read_text(encoding="utf-8"))
         # The repo's tokenizer.json may carry its own truncation and padding (all-MiniLM: 128); the model's
@@ -110,13 +133,34 @@ class LoadedModel:
             inputs["token_type_ids"] = np.zeros_like(ids)
         if "position_ids" in self._input_names:  # decoder exports such as Qwen3's take positions explicitly
             inputs["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        pooled = self._run(slot, inputs, mask)
+        if self._widen is not None and not np.isfinite(pooled).all():
+            self._pin_to_fp32()
+            pooled = self._run(slot, inputs, mask)
+        return pooled
+
+    def _run(self, slot: int, inputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         request = self._requests[slot]
         request.infer(inputs)
-        hidden = request.get_output_tensor(0).data
-        pooled = _pool(hidden, mask, self.spec.pooling)
+        pooled = _pool(request.get_output_tensor(0).data, mask, self.spec.pooling)
         for weight, bias, activation in self._dense:
             pooled = _ACTIVATIONS[activation](pooled @ weight.T + bias)
         return pooled
+
+    def _pin_to_fp32(self) -> None:
+        """Recompile in fp32 once, whichever slot sees the overflow first; the others wait and reuse it."""
+        with self._widening:
+            if self._widen is None:
+                return
+            log.warning(
+                "%s gave non-finite vectors in %s on %s; from now on it runs in fp32",
+                self.record.name.display,
+                self.precision,
+                self.device.name,
+            )
+            compiled = self._widen()
+            self._requests = [compiled.create_infer_request() for _ in self._requests]
+            self.compiled, self.precision, self._widen = compiled, "fp32", None
 
 
 # sentence-transformers Dense activations, as stored in the spec.
@@ -158,5 +202,12 @@ class Engine:
 
     def load(self, record: ModelRecord) -> LoadedModel:
         """Compile from the IR path, so OpenVINO's model cache can skip the compile next time."""
-        compiled = self.core.compile_model(str(record.path / IR_FILE), self.device.name, self.device.config)
-        return LoadedModel(record, compiled, self.device)
+        return LoadedModel(
+            record,
+            self._compile(record, self.device.config),
+            self.device,
+            widen=partial(self._compile, record, {**self.device.config, "INFERENCE_PRECISION_HINT": "f32"}),
+        )
+
+    def _compile(self, record: ModelRecord, config: dict[str, str]) -> ov.CompiledModel:
+        return self.core.compile_model(str(record.path / IR_FILE), self.device.name, config)

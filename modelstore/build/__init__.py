@@ -16,7 +16,7 @@ import openvino as ov
 
 from modelstore.build import bert, gemma3, modernbert, qwen3
 from modelstore.build.layers import WEIGHT_FORMATS, ArchitectureError
-from modelstore.build.weights import Checkpoint, WeightsError
+from modelstore.build.weights import Checkpoint, ReadProgress, WeightsError
 
 Builder = Callable[[dict[str, Any], Checkpoint, str], ov.Model]
 # model_type -> the module that checks its config and builds it.
@@ -27,11 +27,20 @@ ARCHITECTURES: dict[str, ModuleType] = {
     **dict.fromkeys(qwen3.MODEL_TYPES, qwen3),
 }
 
-__all__ = ["ARCHITECTURES", "WEIGHT_FORMATS", "ArchitectureError", "WeightsError", "build_network", "builder_for"]
+__all__ = [
+    "ARCHITECTURES",
+    "WEIGHT_FORMATS",
+    "ArchitectureError",
+    "ReadProgress",
+    "WeightsError",
+    "build_network",
+    "builder_for",
+]
 
 
-def build_network(checkpoint_path: Path, weights: str = "fp16") -> ov.Model:
-    """The encoder described by the config.json beside `checkpoint_path`, with its weights as `weights`.
+def build_network(checkpoint_path: Path, weights: str = "fp16", progress: ReadProgress | None = None) -> ov.Model:
+    """The encoder described by the config.json beside `checkpoint_path`, with its weights as `weights`;
+    `progress` follows the checkpoint as its tensors are read, layer after layer.
 
     Raises ArchitectureError for an architecture or setting not converted, WeightsError for a bad checkpoint.
     """
@@ -40,7 +49,10 @@ def build_network(checkpoint_path: Path, weights: str = "fp16") -> ov.Model:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArchitectureError(f"cannot read {config_path.name} beside {checkpoint_path.name}: {exc}") from exc
-    return builder_for(config)(config, Checkpoint.open(checkpoint_path), weights)
+    checkpoint = Checkpoint.open(checkpoint_path, progress)
+    model = builder_for(config)(config, checkpoint, weights)
+    checkpoint.finish()
+    return model
 
 
 def builder_for(config: dict[str, Any]) -> Builder:

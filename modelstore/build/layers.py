@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from modelstore.build.weights import Checkpoint
+from modelstore.build.weights import Checkpoint, Tensor
 
 Node = ov.Node | ov.Output
 
@@ -64,7 +64,10 @@ def activation(name: str, x: Node) -> Node:
     return _ACTIVATIONS[name](x)
 
 
-WEIGHT_FORMATS = ("fp16", "fp32", "int8")
+WEIGHT_FORMATS = ("fp16", "fp32", "int8", "int4")
+# int4 groups: the largest of these that divides a matrix's input width; 32 as llama.cpp's Q4_0 blocks
+# (on all-MiniLM, groups of 128 measured worst cosine 0.85 against 0.91 for 32).
+_INT4_GROUPS = (32, 16)
 
 
 class Weights:
@@ -72,8 +75,10 @@ class Weights:
 
     With fp32 storage a float32 tensor is a constant sharing the mapped file's memory. Otherwise tensors are
     stored as fp16 constants decompressed to float32, narrowed a block at a time (a value out of fp16's
-    range keeps its tensor in float32); with int8, weight matrices are symmetric int8 per output channel
-    times float scales, OpenVINO's decompression pattern, which its plugins run without widening.
+    range keeps its tensor in float32). With int8, weight matrices are symmetric int8 per output channel
+    times float scales; with int4, asymmetric 4-bit per group of inputs with a zero point and a scale per
+    group (a matrix no group size divides stays int8). Both are OpenVINO's decompression pattern, which its
+    plugins run without widening. Embedding tables, norms and biases stay fp16.
     """
 
     def __init__(self, checkpoint: Checkpoint, prefix: str = "", *, storage: str = "fp16") -> None:
@@ -96,12 +101,28 @@ class Weights:
         return ops.constant(np.asarray(tensor.as_float32(), order="C"), shared_memory=True, name=self.prefix + name)
 
     def matrix(self, name: str) -> Node:
-        """A weight matrix [out, in]: as `const`, or int8 values times per-channel scales."""
-        if self.storage != "int8":
+        """A weight matrix [out, in] in the storage format."""
+        if self.storage not in ("int8", "int4"):
             return self.const(name)
-        values, scales = self.checkpoint.get(self.prefix + name).as_int8_rows()
+        tensor = self.checkpoint.get(self.prefix + name)
+        group = next((g for g in _INT4_GROUPS if tensor.array.shape[-1] % g == 0), None)
+        if self.storage == "int4" and tensor.array.ndim == 2 and group is not None:
+            return self._int4_matrix(name, tensor, group)
+        values, scales = tensor.as_int8_rows()
         stored = ops.constant(values, shared_memory=True, name=self.prefix + name)
         return ops.multiply(ops.convert(stored, "f32"), ops.constant(scales, shared_memory=True))
+
+    def _int4_matrix(self, name: str, tensor: Tensor, group: int) -> Node:
+        rows, width = tensor.array.shape
+        values, zeros, scales = tensor.as_uint4_groups(group)
+        grouped = [rows, width // group, group]
+        # A packed constant is copied: one sharing the array would outlive it (u4 tensors keep no reference).
+        stored = ov.op.Constant(ov.Tensor(values, grouped, ov.Type.u4), shared_memory=False)
+        stored.set_friendly_name(self.prefix + name)
+        zero = ov.op.Constant(ov.Tensor(zeros, [rows, width // group, 1], ov.Type.u4), shared_memory=False)
+        centred = ops.subtract(ops.convert(stored, "f32"), ops.convert(zero, "f32"))
+        scaled = ops.multiply(centred, ops.convert(ops.constant(scales, shared_memory=True), "f32"))
+        return ops.reshape(scaled, ops.constant(np.array([rows, width], dtype=np.int64)), special_zero=False)
 
 
 def linear(weights: Weights, name: str, x: Node) -> Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,10 @@ _DTYPES = {
 _MAX_HEADER = 100 << 20
 _FP16_MAX = float(np.finfo(np.float16).max)
 _ROWS_PER_BLOCK = 4096
+
+
+# Told the bytes of tensor data handed out so far and the checkpoint's total, as a conversion goes.
+ReadProgress = Callable[[int, int], None]
 
 
 class WeightsError(ValueError):
@@ -80,6 +84,31 @@ class Tensor:
             scales[where] = scale
         return values.reshape(self.array.shape), scales
 
+    def as_uint4_groups(self, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Asymmetric 4-bit per group of `group` inputs in each row: packed values [rows, in / 2], packed zero
+        points [rows * groups / 2] (both two to a byte, first in the low nibble, as OpenVINO packs u4) and
+        fp16 scales [rows, groups, 1]. A block of rows at a time, like the int8 rows.
+        """
+        rows, width = self.array.shape
+        groups = width // group
+        values = np.empty((rows, width // 2), dtype=np.uint8)
+        zeros = np.empty((rows, groups), dtype=np.uint8)
+        scales = np.empty((rows, groups, 1), dtype=np.float16)
+        for where, block in self._row_blocks():
+            grouped = block.reshape(len(block), groups, group)
+            low = grouped.min(axis=2, keepdims=True)
+            span = grouped.max(axis=2, keepdims=True) - low
+            scale = np.where(span > 0, span / 15.0, 1.0).astype(np.float16).astype(np.float32)
+            zero = np.clip(np.rint(-low / scale), 0, 15)
+            levels = np.clip(np.rint(grouped / scale) + zero, 0, 15).astype(np.uint8).reshape(len(block), width)
+            values[where] = levels[:, 0::2] | (levels[:, 1::2] << 4)
+            zeros[where] = zero.reshape(len(block), groups)
+            scales[where] = scale
+        flat = zeros.reshape(-1)
+        if flat.size % 2:
+            flat = np.append(flat, np.uint8(0))
+        return values, flat[0::2] | (flat[1::2] << 4), scales
+
     def as_float16(self) -> np.ndarray | None:
         """fp16 values (a view of fp16 data), or None where a value lies outside fp16's range.
 
@@ -118,17 +147,21 @@ def _read_header(path: Path) -> tuple[int, dict[str, dict]]:
 class Checkpoint:
     """Every tensor of one checkpoint by name, each a view of its memory-mapped shard."""
 
-    def __init__(self, files: list[Path]) -> None:
+    def __init__(self, files: list[Path], progress: ReadProgress | None = None) -> None:
         self._where: dict[str, tuple[np.memmap, int, dict]] = {}
+        self._progress = progress
+        self._handed_out: set[str] = set()
+        self._read = 0
         for path in files:
             start, header = _read_header(path)
             # Copy-on-write: OpenVINO shares only writable memory, and nothing here ever writes to it.
             mapped = np.memmap(path, dtype=np.uint8, mode="c")
             for name, info in header.items():
                 self._where[name] = (mapped, start, info)
+        self._total = sum(end - begin for _, _, info in self._where.values() for begin, end in [info["data_offsets"]])
 
     @classmethod
-    def open(cls, path: Path) -> Checkpoint:
+    def open(cls, path: Path, progress: ReadProgress | None = None) -> Checkpoint:
         """`model.safetensors`, or the shards an index file lists."""
         if path.name.endswith(".index.json"):
             try:
@@ -138,11 +171,16 @@ class Checkpoint:
             missing = [s for s in shards if not (path.parent / s).is_file()]
             if missing:
                 raise WeightsError(f"{path.name} lists shards that are not there: {', '.join(missing)}")
-            return cls([path.parent / s for s in shards])
-        return cls([path])
+            return cls([path.parent / s for s in shards], progress)
+        return cls([path], progress)
 
     def __contains__(self, name: str) -> bool:
         return name in self._where
+
+    def finish(self) -> None:
+        """Progress at its end: a network need not read every tensor (poolers, heads, buffers)."""
+        if self._progress is not None:
+            self._progress(self._total, self._total)
 
     def get(self, name: str) -> Tensor:
         try:
@@ -153,5 +191,9 @@ class Checkpoint:
         if dtype not in _DTYPES:
             raise WeightsError(f"tensor {name} has dtype {dtype}, which ovembed does not read")
         begin, end = info["data_offsets"]
+        if self._progress is not None and name not in self._handed_out:
+            self._handed_out.add(name)
+            self._read += end - begin
+            self._progress(self._read, self._total)
         data = mapped[start + begin : start + end].view(_DTYPES[dtype])
         return Tensor(data.reshape(info["shape"]), dtype == "BF16")
