@@ -41,6 +41,20 @@ class ModelRecord:
     path: Path
     extra: dict[str, Any]
 
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any], path: Path) -> ModelRecord:
+        """Raises ValueError, KeyError or TypeError (InvalidName is a ValueError) for a manifest that is not one."""
+        return cls(
+            name=parse_name(data["name"]),
+            digest=str(data["digest"]),
+            size=int(data["size"]),
+            modified_at=datetime.fromisoformat(data["modified_at"]),
+            source=str(data.get("source", "")),
+            spec=ModelSpec.from_json(data["spec"]),
+            path=path,
+            extra=dict(data.get("extra") or {}),
+        )
+
     def to_manifest(self) -> dict[str, Any]:
         return {
             "schema": 1,
@@ -128,16 +142,7 @@ class ModelStore:
         """A manifest that does not parse, or whose folder is gone, is not a model."""
         try:
             data = json.loads(path.read_bytes())
-            record = ModelRecord(
-                name=parse_name(data["name"]),
-                digest=str(data["digest"]),
-                size=int(data["size"]),
-                modified_at=datetime.fromisoformat(data["modified_at"]),
-                source=str(data.get("source", "")),
-                spec=ModelSpec.from_json(data["spec"]),
-                path=self.layout.blob(str(data["digest"])),
-                extra=dict(data.get("extra") or {}),
-            )
+            record = ModelRecord.from_manifest(data, self.layout.blob(str(data["digest"])))
         except (OSError, ValueError, KeyError, TypeError, InvalidName):
             return None
         return record if record.path.is_dir() else None

@@ -176,6 +176,13 @@ def running_minilm(root: Path, **extra_env: str) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="session")
 def minilm_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The real tier's daemon, in the default precision."""
+    """The real tier's daemon, in the default precision (auto: measured, so bf16 on some CPUs)."""
     with running_minilm(tmp_path_factory.mktemp("minilm")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def minilm_fp32_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The real tier's daemon in fp32, where batching may change rounding and never more (the 0.99999 bar)."""
+    with running_minilm(tmp_path_factory.mktemp("minilm-fp32"), OVEMBED_PRECISION="fp32") as running:
         yield running

@@ -253,11 +253,11 @@ def test_thousands_of_quick_requests_leave_nothing_behind(
 
 
 @pytest.fixture(scope="module")
-def minilm_pool(minilm_daemon: Daemon) -> tuple[list[str], dict[str, np.ndarray]]:
+def minilm_pool(minilm_fp32_daemon: Daemon) -> tuple[list[str], dict[str, np.ndarray]]:
     """The 40 reference texts (up to 1,049 tokens) and 20 short sentences, with their lone vectors."""
     reference_texts, expected = minilm_reference()
     texts = reference_texts + SHORT_SENTENCES
-    lone = alone(minilm_daemon, "all-minilm", texts)
+    lone = alone(minilm_fp32_daemon, "all-minilm", texts)
     assert_distinct(lone)
     # Alone, the daemon agrees with sentence-transformers, so "equals the lone vector" means "is right".
     assert_match(
@@ -271,14 +271,14 @@ def minilm_pool(minilm_daemon: Daemon) -> tuple[list[str], dict[str, np.ndarray]
 
 @pytest.mark.real
 def test_minilm_vectors_do_not_depend_on_concurrent_company(
-    minilm_daemon: Daemon, minilm_pool: tuple[list[str], dict[str, np.ndarray]]
+    minilm_fp32_daemon: Daemon, minilm_pool: tuple[list[str], dict[str, np.ndarray]]
 ) -> None:
     """8 clients x 32 mixed short and long texts at once: each vector is its text's lone vector, in order."""
     texts, lone = minilm_pool
 
     def work(i: int) -> tuple[list[str], np.ndarray]:
         sent = random.Random(i).sample(texts, 32)
-        with client(minilm_daemon) as http:
+        with client(minilm_fp32_daemon) as http:
             return sent, embed(http, "all-minilm", sent)
 
     for i, (sent, got) in enumerate(run_clients(8, work)):
@@ -297,13 +297,13 @@ def thousand_texts() -> list[str]:
 
 
 @pytest.mark.real
-def test_one_request_of_a_thousand_equals_a_thousand_requests(minilm_daemon: Daemon) -> None:
+def test_one_request_of_a_thousand_equals_a_thousand_requests(minilm_fp32_daemon: Daemon) -> None:
     texts = thousand_texts()
-    with client(minilm_daemon) as http:
+    with client(minilm_fp32_daemon) as http:
         together = embed(http, "all-minilm", texts)
 
     def work(i: int) -> list[tuple[int, np.ndarray]]:
-        with client(minilm_daemon) as http:
+        with client(minilm_fp32_daemon) as http:
             return [(n, embed(http, "all-minilm", [texts[n]])[0]) for n in range(i, len(texts), 16)]
 
     separate: dict[int, np.ndarray] = dict(pair for per_client in run_clients(16, work) for pair in per_client)
@@ -314,7 +314,7 @@ def test_one_request_of_a_thousand_equals_a_thousand_requests(minilm_daemon: Dae
 
 
 @pytest.mark.real
-def test_a_big_request_does_not_starve_small_ones(minilm_daemon: Daemon) -> None:
+def test_a_big_request_does_not_starve_small_ones(minilm_fp32_daemon: Daemon) -> None:
     """Five one-text requests sent one after another while 3,000 texts are being embedded all come back
     first, with sentence-transformers' vectors."""
     reference_texts, expected = minilm_reference()
@@ -323,13 +323,13 @@ def test_a_big_request_does_not_starve_small_ones(minilm_daemon: Daemon) -> None
     lock = threading.Lock()
 
     def send_big() -> np.ndarray:
-        with client(minilm_daemon) as http:
+        with client(minilm_fp32_daemon) as http:
             vectors = embed(http, "all-minilm", big)
         with lock:
             finished.append("big")
         return vectors
 
-    with ThreadPoolExecutor(max_workers=1) as pool, client(minilm_daemon) as http:
+    with ThreadPoolExecutor(max_workers=1) as pool, client(minilm_fp32_daemon) as http:
         assert "all-minilm:latest" in ps_names(http)  # loaded by the fixtures: no load in the way
         big_future = pool.submit(send_big)
         time.sleep(SETTLE)  # the daemon reads and tokenizes the 3,000 texts; embedding them takes seconds
@@ -345,12 +345,14 @@ def test_a_big_request_does_not_starve_small_ones(minilm_daemon: Daemon) -> None
     assert_match(reference_texts[:5], np.stack(singles), expected, "singles")
     assert len(big_vectors) == len(big)
     spot = [big[n] for n in (0, 1, 1499, 2998, 2999)]
-    assert_match(spot, big_vectors[[0, 1, 1499, 2998, 2999]], alone(minilm_daemon, "all-minilm", spot), "big")
+    assert_match(spot, big_vectors[[0, 1, 1499, 2998, 2999]], alone(minilm_fp32_daemon, "all-minilm", spot), "big")
 
 
 @pytest.fixture(scope="module")
 def queue_of_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    with running_minilm(tmp_path_factory.mktemp("queue-of-two"), OLLAMA_MAX_QUEUE="2") as running:
+    with running_minilm(
+        tmp_path_factory.mktemp("queue-of-two"), OLLAMA_MAX_QUEUE="2", OVEMBED_PRECISION="fp32"
+    ) as running:
         yield running
 
 
@@ -393,40 +395,40 @@ def abandon(daemon: Daemon, texts: list[str], **extra: Any) -> None:
 
 
 @pytest.mark.real
-def test_clients_that_hang_up_have_their_texts_dropped(minilm_daemon: Daemon) -> None:
+def test_clients_that_hang_up_have_their_texts_dropped(minilm_fp32_daemon: Daemon) -> None:
     """Three clients abandon 2,000-text requests mid-way: the daemon logs each drop, stays up, and the
     next request gets sentence-transformers' vectors."""
     texts, expected = short_reference()
     # Loaded first, so the hang-ups land while texts are queued, not while the model loads (nothing to drop).
-    with client(minilm_daemon) as http:
+    with client(minilm_fp32_daemon) as http:
         assert http.post("/api/embed", json={"model": "all-minilm"}).status_code == 200
-    since = len(minilm_daemon.log())
+    since = len(minilm_fp32_daemon.log())
     bigs = [[f"{i}-{n}: {texts[n % len(texts)]}" for n in range(2000)] for i in range(3)]
-    run_clients(3, lambda i: abandon(minilm_daemon, bigs[i]))
+    run_clients(3, lambda i: abandon(minilm_fp32_daemon, bigs[i]))
 
-    wait_for(lambda: len(DROPPED.findall(new_log(minilm_daemon, since))) >= 3, "three drops in the log")
-    for dropped, total in DROPPED.findall(new_log(minilm_daemon, since)):
+    wait_for(lambda: len(DROPPED.findall(new_log(minilm_fp32_daemon, since))) >= 3, "three drops in the log")
+    for dropped, total in DROPPED.findall(new_log(minilm_fp32_daemon, since)):
         assert int(total) == 2000
         assert 0 < int(dropped) <= 2000
-    assert minilm_daemon.process.poll() is None
-    with client(minilm_daemon) as http:
+    assert minilm_fp32_daemon.process.poll() is None
+    with client(minilm_fp32_daemon) as http:
         assert_match(texts[:4], embed(http, "all-minilm", texts[:4]), expected, "after the hang-ups")
 
 
 @pytest.mark.real
-def test_a_hang_up_with_keep_alive_0_still_unloads(minilm_daemon: Daemon) -> None:
+def test_a_hang_up_with_keep_alive_0_still_unloads(minilm_fp32_daemon: Daemon) -> None:
     """A client that hangs up on a `keep_alive: 0` request: its texts are dropped, the model unloads
     rather than staying loaded, and the next requests load it again and are served."""
     texts, expected = short_reference()
-    since = len(minilm_daemon.log())
-    abandon(minilm_daemon, [f"{n}: {texts[n % len(texts)]}" for n in range(2000)], keep_alive=0)
+    since = len(minilm_fp32_daemon.log())
+    abandon(minilm_fp32_daemon, [f"{n}: {texts[n % len(texts)]}" for n in range(2000)], keep_alive=0)
 
-    with client(minilm_daemon) as http:
+    with client(minilm_fp32_daemon) as http:
         wait_for(lambda: "all-minilm:latest" not in ps_names(http), "the unload after keep_alive 0")
-        assert len(DROPPED.findall(new_log(minilm_daemon, since))) == 1
-        assert minilm_daemon.process.poll() is None
+        assert len(DROPPED.findall(new_log(minilm_fp32_daemon, since))) == 1
+        assert minilm_fp32_daemon.process.poll() is None
         # No keep_alive: the reloaded model gets the default again, so later tests find it loaded.
-        results = run_clients(4, lambda i: embed_once(minilm_daemon, "all-minilm", texts[i : i + 3]))
+        results = run_clients(4, lambda i: embed_once(minilm_fp32_daemon, "all-minilm", texts[i : i + 3]))
         for i, got in enumerate(results):
             assert_match(texts[i : i + 3], got, expected, f"reload {i}")
         assert ps_names(http).count("all-minilm:latest") == 1

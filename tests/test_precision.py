@@ -1,16 +1,21 @@
-"""Compute precision on the device: the fp32 rerun of a batch that overflows in fp16."""
+"""Compute precision on the device: the fp32 rerun of a batch that overflows in fp16, and `auto`'s measuring."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from daemon.inference.engine import Engine
+from daemon.inference.device import PRECISION_HINTS
+from daemon.inference.engine import COMPILED_FOLDER, PRECISION_FILE, Engine
+from daemon.inference.precision import Trial, candidates, pick
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelRecord, ModelStore
+from tests.conftest import start_daemon, stop_daemon
 from tests.tinymodel import build_faulty_model
 
 TEXTS = ["the water", "a small house by the sea", "hello"]
@@ -51,3 +56,120 @@ def test_fp32_has_nothing_to_fall_back_to(overflowing: ModelRecord, tmp_path: Pa
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
     assert np.isnan(model.embed(0, model.tokenize(TEXTS, 32, True))).all()
     assert model.precision == "fp32"
+
+
+# OVEMBED_PRECISION=auto
+
+
+def _trial(precision: str, seconds: float, cosine: float = 1.0, invariance: float = 1.0) -> Trial:
+    return Trial(precision, seconds, cosine, invariance)
+
+
+@pytest.mark.parametrize(
+    ("trials", "chosen"),
+    [
+        ([_trial("fp32", 1.0)], "fp32"),
+        ([_trial("fp32", 1.0), _trial("bf16", 0.4, 0.99995, 0.99999)], "bf16"),
+        ([_trial("fp32", 1.0), _trial("bf16", 0.4, 0.9998)], "fp32"),  # drifts from fp32
+        ([_trial("fp32", 1.0), _trial("bf16", 0.4, 0.99999, 0.9998)], "fp32"),  # drifts with its batch
+        ([_trial("fp32", 1.0), _trial("bf16", 0.95)], "fp32"),  # not worth its rounding
+        ([_trial("fp32", 1.0), _trial("bf16", 1.3)], "fp32"),  # slower, as on some CPUs
+    ],
+)
+def test_auto_keeps_the_fastest_precision_that_keeps_the_vectors(trials: list[Trial], chosen: str) -> None:
+    assert pick(trials) == chosen
+
+
+@pytest.mark.parametrize(
+    ("device", "capabilities", "expected"),
+    [
+        ("CPU", ["FP32", "BF16", "INT8"], ("fp32", "bf16")),
+        ("CPU", ["FP32", "INT8"], ("fp32",)),
+        ("GPU.1", ["FP32", "FP16", "INT8"], ("fp32", "fp16")),
+        ("AUTO:GPU,CPU", ["FP32", "BF16"], ()),
+        ("NPU", ["FP16"], ()),
+    ],
+)
+def test_auto_measures_what_the_device_offers(device: str, capabilities: list[str], expected: tuple[str, ...]) -> None:
+    assert candidates(device, capabilities) == expected
+
+
+def test_auto_measures_once_and_remembers_per_model_and_machine(
+    tmp_path: Path, tiny_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("tiny"), tiny_dir)
+    cache = tmp_path / "cache"
+    engine = Engine("CPU", "auto", "THROUGHPUT", cache)
+    offered = candidates("CPU", engine.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    assert engine.precision_of(record) == "auto"
+    with caplog.at_level(logging.INFO, logger="daemon.inference.engine"):
+        model = engine.load(record)
+    assert model.precision in offered
+    assert engine.precision_of(record) == model.precision
+    assert any("measured in" in r.getMessage() for r in caplog.records)
+    remembered = json.loads((cache / PRECISION_FILE).read_text(encoding="utf-8"))
+    (entry,) = remembered.values()
+    assert entry["precision"] == model.precision
+    assert [t["precision"] for t in entry["trials"]] == list(offered)
+    assert all(t["seconds"] > 0 and t["cosine"] > 0.999 for t in entry["trials"])
+    # A daemon started later loads the remembered choice without measuring.
+    caplog.clear()
+    later = Engine("CPU", "auto", "THROUGHPUT", cache)
+    with caplog.at_level(logging.INFO, logger="daemon.inference.engine"):
+        assert later.load(record).precision == model.precision
+    assert not any("measured in" in r.getMessage() for r in caplog.records)
+    # Its compiled blobs are kept apart per precision (OpenVINO's CPU cache would mix them up and crash).
+    compiled = cache / COMPILED_FOLDER / record.digest
+    assert {p.name for p in compiled.iterdir()} == {PRECISION_HINTS[p] for p in offered}
+
+
+def test_a_damaged_choices_file_is_measured_again(tmp_path: Path, tiny_dir: Path) -> None:
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("tiny"), tiny_dir)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / PRECISION_FILE).write_text("{not json", encoding="utf-8")
+    engine = Engine("CPU", "auto", "THROUGHPUT", tmp_path / "cache")
+    model = engine.load(record)
+    assert engine.precision_of(record) == model.precision
+    assert json.loads((tmp_path / "cache" / PRECISION_FILE).read_text(encoding="utf-8"))
+
+
+def test_a_forced_precision_is_not_measured(tmp_path: Path, tiny_dir: Path) -> None:
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("tiny"), tiny_dir)
+    engine = Engine("CPU", "fp32", "THROUGHPUT", tmp_path / "cache")
+    assert engine.precision_of(record) == "fp32"
+    assert engine.load(record).precision == "fp32"
+    assert not (tmp_path / "cache" / PRECISION_FILE).exists()
+
+
+def test_show_and_ps_say_what_auto_chose(tmp_path: Path, tiny_dir: Path) -> None:
+    running = start_daemon(tmp_path)
+    try:
+        running.create("tiny", tiny_dir)
+        with running.client() as http:
+            before = http.post("/api/show", json={"model": "tiny"}).json()["model_info"]
+            assert before["ovembed.compute_precision"] == "auto"
+            assert http.post("/api/embed", json={"model": "tiny", "input": "hello"}).status_code == 200
+            (loaded,) = http.get("/api/ps").json()["models"]
+            after = http.post("/api/show", json={"model": "tiny"}).json()["model_info"]
+        assert loaded["device"] == "CPU"
+        assert loaded["compute_precision"] in ("fp32", "bf16")
+        assert after["ovembed.compute_precision"] == loaded["compute_precision"]
+        assert f"runs in {loaded['compute_precision']} on CPU, measured in" in running.log()
+    finally:
+        stop_daemon(running)
+
+
+def test_a_candidate_that_crashes_openvino_fails_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """OpenVINO 2026.4 dies (SIGFPE) compiling the Gemma3 fixture in bf16 with several CPU streams on some
+    CPUs; tried in a child process, that fails bf16 alone and the model loads in fp32."""
+    fixture = Path(__file__).parent / "fixtures" / "gemma3-dense"
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("gemma"), fixture)
+    engine = Engine("CPU", "auto", "THROUGHPUT", tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="daemon.inference.engine"):
+        model = engine.load(record)
+    crashed = [r.getMessage() for r in caplog.records if "cannot run in bf16" in r.getMessage()]
+    if not crashed:
+        pytest.skip("OpenVINO runs this network in bf16 on this CPU (or the CPU has no bf16): nothing crashes")
+    assert "crashed with SIG" in crashed[0]
+    assert model.precision == "fp32" and engine.precision_of(record) == "fp32"
+    assert np.isfinite(model.embed(0, model.tokenize(TEXTS, 32, True))).all()

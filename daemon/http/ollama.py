@@ -100,8 +100,9 @@ async def tags(request: Request) -> Response:
 
 
 async def show(request: Request) -> Response:
-    record = named_model(services_of(request), await read_fields(request, "ShowRequest"))
-    return OllamaJSON(views.show(record))
+    services = services_of(request)
+    record = named_model(services, await read_fields(request, "ShowRequest"))
+    return OllamaJSON(views.show(record, services.engine.precision_of(record)))
 
 
 async def ps(request: Request) -> Response:

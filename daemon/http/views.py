@@ -49,7 +49,7 @@ def tag_item(record: ModelRecord) -> dict[str, Any]:
     }
 
 
-def model_info(record: ModelRecord) -> dict[str, Any]:
+def model_info(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
     """GGUF-style keys that clients read (architecture, context and embedding length), plus ovembed's own."""
     spec = record.spec
     arch = spec.architecture
@@ -63,6 +63,7 @@ def model_info(record: ModelRecord) -> dict[str, Any]:
         "ovembed.source": record.source,
         "ovembed.pooling": spec.pooling,
         "ovembed.weights": spec.precision,
+        "ovembed.compute_precision": compute_precision,
     }
     for kind, prompt in sorted(spec.prompts.items()):
         info[f"ovembed.prompt.{kind}"] = prompt
@@ -71,7 +72,8 @@ def model_info(record: ModelRecord) -> dict[str, Any]:
     return info
 
 
-def show(record: ModelRecord) -> dict[str, Any]:
+def show(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
+    """`compute_precision` is the engine's for this model: forced, measured, or `auto` until first loaded."""
     name = record.name.display
     parameters = f"{'num_ctx':<30} {record.spec.context_length}"
     return {
@@ -84,7 +86,7 @@ def show(record: ModelRecord) -> dict[str, Any]:
         ),
         "parameters": parameters,
         "details": details(record),
-        "model_info": model_info(record),
+        "model_info": model_info(record, compute_precision),
         "capabilities": ["embedding"],
         "modified_at": rfc3339(record.modified_at),
     }
@@ -102,6 +104,9 @@ def ps_item(resident: Resident, on_gpu: bool) -> dict[str, Any]:
         "expires_at": rfc3339(resident.expires_at),
         "size_vram": record.size if on_gpu else 0,
         "context_length": record.spec.context_length,
+        # ovembed's own: where and in what precision the model computes.
+        "device": resident.lane.model.device.name,
+        "compute_precision": resident.lane.model.precision,
     }
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 _VIRTUAL = ("AUTO", "MULTI", "HETERO", "BATCH")
 _PRECISIONS = {"auto": None, "fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+# OVEMBED_PRECISION's names as OpenVINO's INFERENCE_PRECISION_HINT takes them.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _HINTS = ("THROUGHPUT", "LATENCY")
 
 
@@ -57,12 +59,11 @@ def pick_device(requested: str, available: Sequence[str], device_type: Callable[
     return wanted
 
 
-def compile_config(precision: str, hint: str, device: str) -> dict[str, str]:
+def compile_config(precision: str, hint: str) -> dict[str, str]:
     """OpenVINO properties for OVEMBED_PRECISION and OVEMBED_PERFORMANCE_HINT.
 
-    `auto` is fp32 on the CPU: OpenVINO's own CPU default is bf16 wherever the CPU has bf16 instructions,
-    and in bf16 a text's vector drifts with the batch around it (cosine 0.99998 measured), which breaks
-    the promise that batching changes nothing. On a GPU, `auto` leaves OpenVINO's fp16 default.
+    `auto` sets no precision here: the engine measures one per model (precision.py), and a device it does
+    not measure keeps OpenVINO's own default.
     """
     key = precision.strip().lower()
     if key not in _PRECISIONS:
@@ -71,7 +72,7 @@ def compile_config(precision: str, hint: str, device: str) -> dict[str, str]:
     if mode not in _HINTS:
         raise DeviceError(f"OVEMBED_PERFORMANCE_HINT={hint} is not one of THROUGHPUT, LATENCY")
     config = {"PERFORMANCE_HINT": mode}
-    chosen = _PRECISIONS[key] or ("f32" if device.upper().startswith("CPU") else None)
+    chosen = _PRECISIONS[key]
     if chosen:
         config["INFERENCE_PRECISION_HINT"] = chosen
     return config

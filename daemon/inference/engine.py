@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 from tokenizers import Tokenizer
 
-from daemon.inference.device import DeviceChoice, compile_config, pick_device
+from daemon.inference.device import PRECISION_HINTS, DeviceChoice, compile_config, pick_device
 from daemon.inference.errors import ContextTooSmall, InputTooLong
+from daemon.inference.precision import PROBE_TEXTS, Choices, Probe, candidates, pick, probe, trial
+from daemon.inference.precision_trial import TrialFailed, run_trial
 from modelstore.layout import IR_FILE, TOKENIZER_FILE, dense_file
 from modelstore.store import ModelRecord
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # GPU kernels are compiled per shape; rounding the padded length keeps their number small.
 _GPU_PAD_MULTIPLE = 16
+# In the cache folder: the precision choices, and a folder of compiled blobs per model and precision.
+PRECISION_FILE = "precision.json"
+COMPILED_FOLDER = "compiled"
 # OpenVINO's element types as OVEMBED_PRECISION names them.
 _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
@@ -180,15 +185,20 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 
 
 class Engine:
-    """One OpenVINO core for the process: the device choice and the compile cache are shared by all models."""
+    """One OpenVINO core for the process: the device choice, the compile cache and the precision choices are
+    shared by all models."""
 
     def __init__(self, device: str, precision: str, hint: str, cache_dir: Path | None) -> None:
         self.core = ov.Core()
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        self._cache_dir = cache_dir
+        self._hint = hint
         name = pick_device(device, self.core.available_devices, self._device_type)
-        self.device = DeviceChoice(name=name, config=compile_config(precision, hint, name))
+        self.device = DeviceChoice(name=name, config=compile_config(precision, hint))
+        measured = precision.strip().lower() == "auto"
+        self._candidates = candidates(name, self._capabilities(name)) if measured else ()
+        self.choices = Choices(cache_dir / PRECISION_FILE if cache_dir is not None else None)
+        # The same model on another device, CPU or OpenVINO release may well choose otherwise.
+        self._machine = f"{name} {self._full_name(name)} {' '.join(self._capabilities(name))} {ov.get_version()}"
         log.info("OpenVINO device %s (%s), settings %s", name, self._full_name(name), self.device.config)
 
     def _device_type(self, device: str) -> str:
@@ -200,14 +210,81 @@ class Engine:
         except RuntimeError:
             return device
 
+    def _capabilities(self, device: str) -> list[str]:
+        try:
+            return [str(c) for c in self.core.get_property(device, "OPTIMIZATION_CAPABILITIES")]
+        except RuntimeError:
+            return []
+
+    def precision_of(self, record: ModelRecord) -> str:
+        """The compute precision `record` runs in here: forced, remembered, or `auto` until first measured."""
+        if not self._candidates:
+            forced = self.device.config.get("INFERENCE_PRECISION_HINT")
+            return _PRECISION_NAMES.get(forced, "device default") if forced else "device default"
+        return self.choices.get(self._choice_key(record)) or "auto"
+
     def load(self, record: ModelRecord) -> LoadedModel:
-        """Compile from the IR path, so OpenVINO's model cache can skip the compile next time."""
-        return LoadedModel(
-            record,
-            self._compile(record, self.device.config),
-            self.device,
-            widen=partial(self._compile, record, {**self.device.config, "INFERENCE_PRECISION_HINT": "f32"}),
-        )
+        """The model compiled in its precision: forced, remembered, or measured now."""
+        if not self._candidates:
+            return self._loaded(record, self.device.config)
+        known = self.choices.get(self._choice_key(record))
+        if known in self._candidates:
+            return self._loaded(record, self._config(known))
+        return self._measure(record)
+
+    def _choice_key(self, record: ModelRecord) -> str:
+        return f"{record.digest} {self._machine}"
+
+    def _config(self, precision: str) -> dict[str, str]:
+        return {**self.device.config, "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
 
     def _compile(self, record: ModelRecord, config: dict[str, str]) -> ov.CompiledModel:
+        """From the IR path, so OpenVINO's model cache can skip the compile next time.
+
+        The cache is a folder per model and precision: OpenVINO's CPU cache names a blob without the
+        precision hint, and a bf16 compile that finds the fp32 blob of the same model crashes (2026.4).
+        """
+        if self._cache_dir is not None:
+            precision = config.get("INFERENCE_PRECISION_HINT", "default")
+            config = {**config, "CACHE_DIR": str(self._cache_dir / COMPILED_FOLDER / record.digest / precision)}
         return self.core.compile_model(str(record.path / IR_FILE), self.device.name, config)
+
+    def _loaded(self, record: ModelRecord, config: dict[str, str]) -> LoadedModel:
+        fp32 = self._config("fp32")
+        compiled = self._compile(record, config)
+        return LoadedModel(record, compiled, self.device, widen=lambda: self._compile(record, fp32))
+
+    def _measure(self, record: ModelRecord) -> LoadedModel:
+        """fp32, the reference, runs here (its failure is the load's); each narrower candidate in a child
+        process, whose crash fails only that candidate. The model picked is compiled here."""
+        started = time.perf_counter()
+        reference_model = self._loaded(record, self._config(self._candidates[0]))
+        reference = probe_model(reference_model)
+        trials = [trial(self._candidates[0], reference, reference)]
+        for precision in self._candidates[1:]:
+            try:
+                measured = run_trial(record, self.device.name, precision, self._hint, self._cache_dir)
+            except TrialFailed as exc:
+                log.warning("%s cannot run in %s on %s: it %s", record.name.display, precision, self.device.name, exc)
+                continue
+            trials.append(trial(precision, measured, reference))
+        chosen = pick(trials)
+        self.choices.remember(self._choice_key(record), chosen, trials)
+        log.info(
+            "%s runs in %s on %s, measured in %.1f s: %s",
+            record.name.display,
+            chosen,
+            self.device.name,
+            time.perf_counter() - started,
+            ", ".join(f"{t.precision} {t.seconds * 1000:.1f} ms cosine {t.cosine:.6f}" for t in trials),
+        )
+        if chosen == reference_model.precision:
+            return reference_model
+        del reference_model  # before the next compile, so two copies of a large model are never held
+        return self._loaded(record, self._config(chosen))
+
+
+def probe_model(model: LoadedModel) -> Probe:
+    """The probe texts through `model`: in one batch, timed, and each alone."""
+    tokens = model.tokenize(PROBE_TEXTS, model.spec.context_length, True)
+    return probe(lambda: model.embed(0, tokens), lambda i: model.embed(0, tokens[i : i + 1]), len(tokens))
