@@ -12,11 +12,13 @@ The store, under its root:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from modelstore.names import ModelName
 
+MANIFESTS_FOLDER = "manifests"
 # A stored model folder holds exactly these two files.
 IR_FILE = "openvino_model.xml"
 TOKENIZER_FILE = "tokenizer.json"
@@ -89,7 +91,7 @@ class StoreLayout:
 
     @property
     def manifests(self) -> Path:
-        return self.root / "manifests"
+        return self.root / MANIFESTS_FOLDER
 
     @property
     def staging(self) -> Path:
@@ -103,8 +105,7 @@ class StoreLayout:
         return self.blobs / f"sha256-{digest}"
 
     def manifest(self, name: ModelName) -> Path:
-        host, namespace, model, tag = name.path_parts
-        return self.manifests / host / namespace / model / f"{tag}.json"
+        return _manifest_path(self.root, name.path_parts)
 
     def manifest_files(self) -> list[Path]:
         if not self.manifests.is_dir():
@@ -114,3 +115,10 @@ class StoreLayout:
     def repo_download(self, repo: str) -> Path:
         """huggingface_hub's cache folder for one repo."""
         return self.downloads / f"models--{repo.replace('/', '--')}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _manifest_path(root: Path, parts: tuple[str, str, str, str]) -> Path:
+    """Cached: every embed request looks its model's manifest up, and joining paths is slow in Python."""
+    host, namespace, model, tag = parts
+    return root / MANIFESTS_FOLDER / host / namespace / model / f"{tag}.json"

@@ -116,6 +116,9 @@ class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.layout = StoreLayout(root)
+        # Manifests as last parsed, keyed by path and checked against the file's identity: every embed request
+        # looks its model up, and a stat is cheaper than reading and parsing JSON.
+        self._parsed: dict[Path, tuple[tuple[int, int, int], ModelRecord]] = {}
 
     # Reading
 
@@ -126,11 +129,9 @@ class ModelStore:
 
     def get(self, name: ModelName) -> ModelRecord | None:
         """The model for a name, matched without regard to case as Ollama does."""
-        exact = self.layout.manifest(name)
-        if exact.is_file():
-            record = self._read_manifest(exact)
-            if record is not None:
-                return record
+        record = self._read_manifest(self.layout.manifest(name))
+        if record is not None:
+            return record
         return next((r for r in self.list() if r.name.key == name.key), None)
 
     def holds(self, record: ModelRecord) -> bool:
@@ -139,12 +140,25 @@ class ModelStore:
         return current is not None and current.digest == record.digest
 
     def _read_manifest(self, path: Path) -> ModelRecord | None:
-        """A manifest that does not parse, or whose folder is gone, is not a model."""
+        """A manifest that does not parse, or whose folder is gone, is not a model.
+
+        Parsed again only when the file changed: manifests are replaced by rename, so a new one is a new inode.
+        """
         try:
-            data = json.loads(path.read_bytes())
-            record = ModelRecord.from_manifest(data, self.layout.blob(str(data["digest"])))
-        except (OSError, ValueError, KeyError, TypeError, InvalidName):
+            stat = path.stat()
+        except OSError:
             return None
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        parsed = self._parsed.get(path)
+        if parsed is not None and parsed[0] == identity:
+            record = parsed[1]
+        else:
+            try:
+                data = json.loads(path.read_bytes())
+                record = ModelRecord.from_manifest(data, self.layout.blob(str(data["digest"])))
+            except (OSError, ValueError, KeyError, TypeError, InvalidName):
+                return None
+            self._parsed[path] = (identity, record)
         return record if record.path.is_dir() else None
 
     # Writing

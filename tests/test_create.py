@@ -182,6 +182,22 @@ def test_recreating_a_name_replaces_it(tmp_path: Path, tiny_dir: Path, tiny_vari
     assert manifest_files(models) == [manifest_path(models, "again")]
 
 
+def test_a_store_sees_a_name_rewritten_by_another_process(
+    tmp_path: Path, tiny_dir: Path, tiny_variants: dict[str, Path]
+) -> None:
+    """The daemon keeps parsed manifests; a manifest replaced under it (by `ovembed create`) is read anew."""
+    models = tmp_path / "models"
+    daemon_view = ModelStore(models)
+    create_ok(models, "again", tiny_dir)
+    first = daemon_view.get(parse_name("again"))
+    assert first is not None and daemon_view.get(parse_name("again")) is first  # parsed once
+    create_ok(models, "again", tiny_variants["cls"])
+    second = daemon_view.get(parse_name("again"))
+    assert second is not None and second.digest != first.digest and second.spec.pooling == "cls"
+    manifest_path(models, "again").unlink()
+    assert daemon_view.get(parse_name("again")) is None
+
+
 # Failures
 
 

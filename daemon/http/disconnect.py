@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -17,25 +16,28 @@ T = TypeVar("T")
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it when the client disconnects so its queued texts are dropped.
 
-    The 499 that follows is never read; it only ends the handler the way Ollama's does.
+    `work` runs in the handler's own task; only the watcher is a task of its own, which cancels the handler
+    on a disconnect (one task per request, not two). The 499 that follows is never read; it only ends the
+    handler the way Ollama's does.
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    handler = asyncio.current_task()
+    assert handler is not None
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, handler))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not (watcher.done() and not watcher.cancelled()):
+            raise  # cancelled from elsewhere (shutdown): not ours to turn into an answer
+        handler.uncancel()
+        raise Err.REQUEST_CANCELED() from None
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise Err.REQUEST_CANCELED()
-    return task.result()
 
 
-async def _disconnected(request: Request) -> None:
+async def _cancel_on_disconnect(request: Request, handler: asyncio.Task[object]) -> None:
     """After the body is read, the next ASGI message is the disconnect, if it ever comes."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
+            handler.cancel()
             return
