@@ -142,6 +142,13 @@ class Settings:
     batch_size: int = 32
     hf_endpoint: str | None = None
     hf_token: str | None = None
+    # Generous for indexing jobs (OpenAI allows 2,048 inputs, TEI 32 by default) and bounded in memory: the
+    # largest request allowed, 16,384 texts of MiniLM, peaks at the RSS measured in the README.
+    max_inputs: int = 16_384
+    max_body_bytes: int = 64 << 20
+    max_connections: int = 1024
+    # Below systemd's default TimeoutStopSec (90 s) and the unit's own (30 s), so a stop never ends in SIGKILL.
+    shutdown_timeout: int = 20
 
     @property
     def compile_cache(self) -> Path:
@@ -166,4 +173,8 @@ class Settings:
             batch_size=_int_env("OVEMBED_BATCH_SIZE", default.batch_size),
             hf_endpoint=_env("HF_ENDPOINT") or None,
             hf_token=_env("HF_TOKEN") or None,
+            shutdown_timeout=_int_env("OVEMBED_SHUTDOWN_TIMEOUT", default.shutdown_timeout),
+            max_inputs=_int_env("OVEMBED_MAX_INPUTS", default.max_inputs),
+            max_body_bytes=_int_env("OVEMBED_MAX_BODY_BYTES", default.max_body_bytes),
+            max_connections=_int_env("OVEMBED_MAX_CONNECTIONS", default.max_connections),
         )

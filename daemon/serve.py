@@ -1,14 +1,47 @@
-"""`ovembed serve`: build the services, then hand the app to uvicorn until a signal stops it."""
+"""`ovembed serve`: build the services, then hand the app to uvicorn until a signal stops it.
+
+SIGTERM or SIGINT stops accepting connections, ends running pulls (their finished files stay for the next
+pull), lets the requests in flight finish for up to OVEMBED_SHUTDOWN_TIMEOUT seconds, then exits 0. A second
+signal exits at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 
 from daemon.config import Settings
 from daemon.http.app import create_app
 from daemon.services import Services
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, told when shutdown begins, ending with exit status 0 rather than the signal."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.force_exit = True  # uvicorn forces on a second SIGINT only; systemd sends SIGTERM
+        else:
+            self._on_shutdown()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                # uvicorn raises the captured signal again once it has shut down, so the process would die
+                # of it; a clean shutdown is an exit with status 0.
+                self._captured_signals.clear()
 
 
 def serve(settings: Settings) -> None:
@@ -18,4 +51,13 @@ def serve(settings: Settings) -> None:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     services = Services.start(settings)
     host = settings.listen.host or "0.0.0.0"
-    uvicorn.run(create_app(services), host=host, port=settings.listen.port, log_level="info", access_log=False)
+    config = uvicorn.Config(
+        create_app(services),
+        host=host,
+        port=settings.listen.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        limit_concurrency=settings.max_connections,
+    )
+    _Server(config, services.pulls.stop).run()

@@ -12,7 +12,7 @@ from daemon.inference.engine import Engine
 from daemon.inference.residency import Residency
 from daemon.shared_pulls import SharedPulls
 from modelstore.pull import Puller, sweep_downloads
-from modelstore.store import ModelStore
+from modelstore.store import ModelRecord, ModelStore
 
 
 @dataclass
@@ -30,11 +30,18 @@ class Services:
         store.sweep_staging()
         sweep_downloads(store)
         engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.compile_cache)
+        engine.prune_cache({r.digest for r in store.list()})  # models removed while the daemon was down
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
         residency = Residency(engine, store, limits, settings.keep_alive)
-        embedder = Embedder(Admission(settings.max_queue), residency)
+        embedder = Embedder(Admission(settings.max_queue), residency, settings.max_inputs)
         pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
         return cls(settings, store, engine, residency, embedder, pulls)
+
+    def delete(self, record: ModelRecord) -> None:
+        """Remove a name; its folder and compile cache go with the last name for them."""
+        self.store.delete(record)
+        self.residency.retire(record)
+        self.engine.prune_cache({r.digest for r in self.store.list()})
 
     async def close(self) -> None:
         await self.pulls.close()

@@ -11,17 +11,28 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from modelstore.names import ModelName
 from modelstore.pull import PullCancelled, Puller, PullError, PullStatus
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+# How long closing waits for pulls to notice they were cancelled: a download notices at its next callback.
+_CLOSE_SECONDS = 2.0
+
 # A slow reader skips progress updates rather than holding memory; the final message always gets through.
 _QUEUE_LIMIT = 256
+
+
+class ShuttingDown(PullError):
+    """The daemon stopped while the pull ran, or before it could start."""
+
+    def __init__(self) -> None:
+        super().__init__("ovembed is shutting down; the files downloaded so far are kept, and pulling again resumes")
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,28 @@ class PullOutcome:
     """How a pull ended: the error that stopped it, or none for success."""
 
     error: PullError | PullCancelled | None = None
+
+
+async def _on_daemon_thread(call: Callable[[], T]) -> T:
+    """`call` on a thread of its own that never holds the process's exit: a download blocked in a read (the
+    hub client reports progress only every 10 MiB) must not keep a stopping daemon alive."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(lambda: None if future.done() else outcome())
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            settle(lambda error=exc: future.set_exception(error))
+        else:
+            settle(lambda: future.set_result(result))
+
+    threading.Thread(target=run, name="ovembed-pull", daemon=True).start()
+    return await future
 
 
 def status_message(status: PullStatus) -> dict[str, Any]:
@@ -58,12 +91,24 @@ class SharedPulls:
     def __init__(self, puller: Puller) -> None:
         self.puller = puller
         self._jobs: dict[tuple[str, str, str, str], _Job] = {}
+        self._stopping = False
+
+    def stop(self) -> None:
+        """The daemon is shutting down: end every pull now and start none. Safe from a signal handler: it only
+        sets flags, which the pull threads read at their next progress step."""
+        self._stopping = True
+        for job in list(self._jobs.values()):
+            job.cancel.set()
 
     @contextlib.asynccontextmanager
     async def follow(self, name: ModelName) -> AsyncIterator[asyncio.Queue[dict[str, Any] | PullOutcome]]:
         """Progress messages of the pull of `name`, starting it unless one is running, then its outcome."""
         job = self._jobs.get(name.key)
         queue: asyncio.Queue[dict[str, Any] | PullOutcome] = asyncio.Queue()
+        if self._stopping:
+            queue.put_nowait(PullOutcome(ShuttingDown()))
+            yield queue
+            return
         if job is None:
             job = self._jobs[name.key] = _Job(name)
             job.subscribers.add(queue)
@@ -91,14 +136,16 @@ class SharedPulls:
         try:
             while True:
                 try:
-                    await asyncio.to_thread(self.puller.pull, job.name, report, job.cancel.is_set)
+                    await _on_daemon_thread(lambda: self.puller.pull(job.name, report, job.cancel.is_set))
                     break
                 except PullCancelled:
                     # A client joined after the worker had already stopped (see follow): start again for it.
                     if not job.subscribers or job.cancel.is_set():
                         raise
             outcome = PullOutcome()
-        except (PullCancelled, PullError) as exc:
+        except PullCancelled as exc:
+            outcome = PullOutcome(ShuttingDown() if self._stopping else exc)
+        except PullError as exc:
             outcome = PullOutcome(exc)
         except Exception as exc:  # a bug must end the pull with a message, never hang its clients
             log.exception("pull of %s failed", job.name.display)
@@ -108,8 +155,11 @@ class SharedPulls:
         job.publish(outcome)
 
     async def close(self) -> None:
-        for job in list(self._jobs.values()):
-            job.cancel.set()
-            if job.task is not None:
-                with contextlib.suppress(Exception):
-                    await job.task
+        """End every pull; wait a little for each to wind down, then leave it (the store stays consistent, as it
+        does when the process is killed)."""
+        self.stop()
+        tasks = {job.task for job in self._jobs.values() if job.task is not None}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_SECONDS)
+            for task in pending:
+                task.cancel()

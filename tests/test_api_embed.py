@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, start_daemon, stop_daemon
 from tests.contract import LANGCHAIN_OPTION_KEYS, NATIVE_JSON, assert_error
 from tests.tinymodel import reference_vectors
 
@@ -612,3 +612,32 @@ def test_a_client_that_hangs_up_mid_body_is_one_quiet_499(daemon: Daemon) -> Non
     log = daemon.log()[since:]
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log
     assert daemon.process.poll() is None
+
+
+def test_limits_answer_ollama_style_errors_over_a_socket(tmp_path: Path, tiny_dir: Path) -> None:
+    """A chunked body (no Content-Length) is cut off as soon as it passes the limit; inputs are counted."""
+    running = start_daemon(tmp_path, OVEMBED_MAX_BODY_BYTES="4096", OVEMBED_MAX_INPUTS="8")
+    try:
+        running.create("tiny", tiny_dir)
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"model": "tiny", "input": "'
+            for _ in range(1000):  # 1 MB, of which the daemon reads about 4 kB
+                yield b"water " * 170
+            yield b'"}'
+
+        with running.client() as http:
+            streamed = http.post("/api/embed", content=chunks())
+            many = http.post("/api/embed", json={"model": "tiny", "input": ["water"] * 9})
+            eight = http.post("/api/embed", json={"model": "tiny", "input": ["water"] * 8})
+        assert (streamed.status_code, streamed.json()) == (
+            413,
+            {"error": "request body too large: this server accepts 4096 bytes (OVEMBED_MAX_BODY_BYTES)"},
+        )
+        assert (many.status_code, many.json()) == (
+            400,
+            {"error": "too many inputs: 9, this server accepts 8 per request (OVEMBED_MAX_INPUTS)"},
+        )
+        assert eight.status_code == 200 and len(eight.json()["embeddings"]) == 8
+    finally:
+        stop_daemon(running)

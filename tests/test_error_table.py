@@ -26,6 +26,8 @@ from tests.contract import NATIVE_JSON
 from tests.tinymodel import build_faulty_model
 
 LONG_TEXT = " ".join(["water"] * 200)
+MAX_INPUTS = 64
+MAX_BODY = 1 << 16
 BAD_HOST = "h" * 300 + "/ns/model"
 
 
@@ -62,7 +64,8 @@ def _client(root: Path, **overrides: Any) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def client(store_root: Path) -> Iterator[TestClient]:
-    yield from _client(store_root)
+    """Limits lowered so that their rows cost kilobytes, not the defaults' megabytes."""
+    yield from _client(store_root, max_inputs=MAX_INPUTS, max_body_bytes=MAX_BODY)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,22 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         'destination "a/b/c/d" is invalid',
     ),
     ("INVALID_INPUT_TYPE", "POST", "/api/embed", {"model": "tiny", "input": [1, 2]}, 400, "invalid input type"),
+    (
+        "BODY_TOO_LARGE",
+        "POST",
+        "/api/embed",
+        b'{"model": "tiny", "input": "' + b"a" * MAX_BODY + b'"}',
+        413,
+        f"request body too large: this server accepts {MAX_BODY} bytes (OVEMBED_MAX_BODY_BYTES)",
+    ),
+    (
+        "TooManyInputs",
+        "POST",
+        "/v1/embeddings",
+        {"model": "tiny", "input": ["water"] * (MAX_INPUTS + 1)},
+        400,
+        f"too many inputs: {MAX_INPUTS + 1}, this server accepts {MAX_INPUTS} per request (OVEMBED_MAX_INPUTS)",
+    ),
     ("INVALID_INPUT", "POST", "/v1/embeddings", {"model": "tiny"}, 400, "invalid input"),
     (
         "BAD_ENCODING_FORMAT",
@@ -195,6 +214,7 @@ SOCKET_ONLY = {
     "PullError": "tests/test_pull.py::test_a_hub_500_fails_the_pull_and_the_retry_fetches_only_the_rest",
     "ClientDisconnect": "tests/test_api_embed.py::test_a_client_that_hangs_up_mid_body_is_one_quiet_499",
     "PullUnsupported": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
+    "ShuttingDown": "tests/test_pull.py::test_sigterm_answers_requests_in_flight_ends_the_pull_and_exits_0",
 }
 
 

@@ -173,3 +173,22 @@ def test_a_candidate_that_crashes_openvino_fails_alone(tmp_path: Path, caplog: p
     assert "crashed with SIG" in crashed[0]
     assert model.precision == "fp32" and engine.precision_of(record) == "fp32"
     assert np.isfinite(model.embed(0, model.tokenize(TEXTS, 32, True))).all()
+
+
+def test_a_deleted_model_takes_its_compile_cache_and_choice_with_it(tmp_path: Path, tiny_dir: Path) -> None:
+    running = start_daemon(tmp_path)
+    try:
+        running.create("tiny", tiny_dir)
+        cache = Path(running.env["OVEMBED_CACHE_DIR"])
+        with running.client() as http:
+            assert http.post("/api/embed", json={"model": "tiny", "input": "hello"}).status_code == 200
+            digest = http.get("/api/tags").json()["models"][0]["digest"]
+            assert (cache / COMPILED_FOLDER / digest).is_dir()
+            assert http.post("/api/copy", json={"source": "tiny", "destination": "twin"}).status_code == 200
+            assert http.request("DELETE", "/api/delete", json={"model": "tiny"}).status_code == 200
+            assert (cache / COMPILED_FOLDER / digest).is_dir()  # `twin` still uses it
+            assert http.request("DELETE", "/api/delete", json={"model": "twin"}).status_code == 200
+        assert not (cache / COMPILED_FOLDER / digest).exists()
+        assert not any(key.startswith(digest) for key in json.loads((cache / PRECISION_FILE).read_text()))
+    finally:
+        stop_daemon(running)

@@ -14,11 +14,13 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ import pytest
 from onnx import numpy_helper
 from onnx.external_data_helper import set_external_data
 
+from daemon.shared_pulls import ShuttingDown
 from modelstore.names import parse_name
+from modelstore.store import ModelStore
 from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
 from tests.fakehub import LFS_THRESHOLD, FakeHub, running_hub
 from tests.test_convert import FIXTURES, minilm_checkpoint, shard_checkpoint
@@ -981,3 +985,42 @@ def test_a_disk_too_small_for_the_model_fails_at_once(
         assert httpx.get(f"{running.url}/api/tags").json() == {"models": []}
     finally:
         stop_daemon(running)
+
+
+def test_sigterm_answers_requests_in_flight_ends_the_pull_and_exits_0(
+    tmp_path: Path, hub: FakeHub, hub_url: str, models: Models
+) -> None:
+    """systemctl stop during a pull and a burst of embeds: every embed is answered, the pull ends with a message
+    that says why, and the daemon exits with status 0 well within OVEMBED_SHUTDOWN_TIMEOUT."""
+    require_shared()
+    repo = "ovembed-test/stopped"
+    hub.add_repo(repo, models.tiny)
+    network = models.tiny / "onnx" / "model.onnx"
+    hub.slow("onnx/model.onnx", network.stat().st_size / 4)  # the network takes 4 s
+    running = start_pull_daemon(tmp_path, hub_url, OVEMBED_PRECISION="fp32", OVEMBED_SHUTDOWN_TIMEOUT="20")
+    running.create("all-minilm", MINILM)
+    texts = [f"text number {n} about the water and the river" for n in range(1500)]
+    with running.client() as http:
+        assert http.post("/api/embed", json={"model": "all-minilm", "input": "warm"}).status_code == 200
+
+    def embed_all() -> httpx.Response:
+        return httpx.post(f"{running.url}/api/embed", json={"model": "all-minilm", "input": texts}, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        pulling = pool.submit(stream_pull, running, f"hf.co/{repo}")
+        wait_for(lambda: file_gets(hub, repo)["onnx/model.onnx"] == 1, 10, "the network download to start")
+        embeds = [pool.submit(embed_all) for _ in range(4)]
+        time.sleep(1.0)
+        assert not any(f.done() for f in embeds), "the embeds ended before the signal; make them bigger"
+        signalled = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        status = running.process.wait(timeout=30)
+        stopped_in = time.monotonic() - signalled
+        answers = [f.result() for f in embeds]
+        _, messages = pulling.result()
+    hub.clear_faults()
+    assert status == 0, running.log()[-2000:]
+    assert stopped_in < 10, stopped_in
+    assert [(a.status_code, len(a.json()["embeddings"])) for a in answers] == [(200, len(texts))] * 4
+    assert messages[-1] == {"error": ShuttingDown().args[0]}
+    assert f"hf.co/{repo}:latest" not in {r.name.display for r in ModelStore(running.models_dir).list()}

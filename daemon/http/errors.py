@@ -22,7 +22,9 @@ from daemon.inference.errors import (
     ModelLoadFailed,
     NonFiniteEmbedding,
     QueueFull,
+    TooManyInputs,
 )
+from daemon.shared_pulls import ShuttingDown
 from modelstore.pull import HubUnreachable, PullCancelled, PullError, PullNotFound, PullUnsupported
 
 
@@ -69,12 +71,14 @@ class Err:
     MODEL_NOT_FOUND_QUOTED = Reply(404, "model '{name}' not found")
     MODEL_NOT_FOUND = Reply(404, 'model "{name}" not found')
     REQUEST_CANCELED = Reply(499, "request canceled")
+    BODY_TOO_LARGE = Reply(413, "request body too large: this server accepts {limit} bytes (OVEMBED_MAX_BODY_BYTES)")
 
 
 # Exceptions raised below the edge, each mapped once; fields come from the exception's attributes, and
 # `{message}` is its own text. Looked up along the class's MRO, so a subclass row wins over its base.
 RAISED: dict[type[Exception], Reply] = {
     QueueFull: Reply(503, "server busy, please try again.  maximum pending requests exceeded"),
+    TooManyInputs: Reply(400, "too many inputs: {count}, this server accepts {limit} per request (OVEMBED_MAX_INPUTS)"),
     InputTooLong: Reply(400, "the input length exceeds the context length"),
     ContextTooSmall: Reply(400, "input after truncation exceeds maximum context length"),
     NonFiniteEmbedding: Reply(400, "embedding contains NaN or Inf values"),
@@ -85,6 +89,7 @@ RAISED: dict[type[Exception], Reply] = {
     PullNotFound: Reply(404, "{message}"),
     PullUnsupported: Reply(400, "{message}"),
     HubUnreachable: Reply(502, "{message}"),
+    ShuttingDown: Reply(503, "{message}"),
     PullError: Reply(500, "{message}"),
     PullCancelled: Reply(499, "pull canceled"),
     # The client hung up while sending its body; nobody reads the answer.

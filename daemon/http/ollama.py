@@ -114,8 +114,7 @@ async def ps(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     services = services_of(request)
     record = named_model(services, await read_fields(request, "DeleteRequest"))
-    services.store.delete(record)
-    services.residency.retire(record)
+    services.delete(record)
     return empty_ok()
 
 

@@ -190,4 +190,19 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 async def read_fields(request: Request, struct: str) -> Fields:
     """The request's JSON body as Fields, with Go's errors naming `api.<struct>`."""
-    return parse_body(await request.body(), struct)
+    return parse_body(await read_body(request, request.app.state.services.settings.max_body_bytes), struct)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to pass `limit` bytes, before it is all held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Err.BODY_TOO_LARGE(limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Err.BODY_TOO_LARGE(limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.inference.admission import Admission
-from daemon.inference.errors import NonFiniteEmbedding
+from daemon.inference.errors import NonFiniteEmbedding, TooManyInputs
 from daemon.inference.residency import Residency
 from modelstore.store import ModelRecord
 
@@ -65,15 +65,18 @@ def finish(vectors: np.ndarray, options: EmbedOptions) -> np.ndarray:
 class Embedder:
     """Admission, the model's lane and post-processing, in the order a request meets them."""
 
-    def __init__(self, admission: Admission, residency: Residency) -> None:
+    def __init__(self, admission: Admission, residency: Residency, max_inputs: int) -> None:
         self.admission = admission
         self.residency = residency
+        self.max_inputs = max_inputs
 
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         """Vectors for `texts`; an empty list only loads the model, which is Ollama's preload idiom.
 
         The request holds its place in the queue from before its model loads, as Ollama's scheduler counts it.
         """
+        if len(texts) > self.max_inputs:
+            raise TooManyInputs(len(texts), self.max_inputs)
         limit = context_limit(record, options.num_ctx)
         with self.admission.place():
             async with self.residency.use(record, options.keep_alive) as (lane, load_seconds):

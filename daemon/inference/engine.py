@@ -8,6 +8,7 @@ the tokenizer release the GIL while they work.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # GPU kernels are compiled per shape; rounding the padded length keeps their number small.
 _GPU_PAD_MULTIPLE = 16
+# No real text has longer tokens: WordPiece makes a word of over 100 characters one [UNK], BPE merges are shorter.
+CHARS_PER_TOKEN = 100
 # In the cache folder: the precision choices, and a folder of compiled blobs per model and precision.
 PRECISION_FILE = "precision.json"
 COMPILED_FOLDER = "compiled"
@@ -110,6 +113,8 @@ class LoadedModel:
         Raises InputTooLong for a text over the limit when truncation is off, and ContextTooSmall for a
         non-empty text when the special tokens fill the whole limit, as Ollama refuses both.
         """
+        if truncate:  # what lies past this is cut anyway: never tokenize megabytes to keep a few hundred tokens
+            texts = [t[: limit * CHARS_PER_TOKEN] for t in texts]
         bodies = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         room = max(0, limit - self._special_count)
         out: list[TokenizedText] = []
@@ -215,6 +220,17 @@ class Engine:
             return [str(c) for c in self.core.get_property(device, "OPTIMIZATION_CAPABILITIES")]
         except RuntimeError:
             return []
+
+    def prune_cache(self, digests: set[str]) -> None:
+        """Drop the compiled blobs and precision choices of models no longer stored (`digests` are those that
+        are), so a deleted model's cache does not stay on disk for good."""
+        self.choices.keep(lambda key: key.split(" ", 1)[0] in digests)
+        compiled = self._cache_dir / COMPILED_FOLDER if self._cache_dir is not None else None
+        if compiled is None or not compiled.is_dir():
+            return
+        for folder in compiled.iterdir():
+            if folder.name not in digests:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def precision_of(self, record: ModelRecord) -> str:
         """The compute precision `record` runs in here: forced, remembered, or `auto` until first measured."""

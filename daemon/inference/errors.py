@@ -10,6 +10,15 @@ class QueueFull(Exception):
     """OLLAMA_MAX_QUEUE requests are already waiting."""
 
 
+class TooManyInputs(ValueError):
+    """A request with more texts than OVEMBED_MAX_INPUTS allows."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} inputs, at most {limit} per request")
+        self.count = count
+        self.limit = limit
+
+
 class InputTooLong(ValueError):
     """An input over the context length, with truncation switched off."""
 

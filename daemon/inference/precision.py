@@ -142,6 +142,17 @@ class Choices:
 
     def remember(self, key: str, precision: str, trials: Sequence[Trial]) -> None:
         self._known[key] = {"precision": precision, "trials": [asdict(t) for t in trials]}
+        self._write()
+
+    def keep(self, wanted: Callable[[str], bool]) -> None:
+        """Forget the choices whose key is not wanted."""
+        unwanted = [key for key in self._known if not wanted(key)]
+        for key in unwanted:
+            del self._known[key]
+        if unwanted:
+            self._write()
+
+    def _write(self) -> None:
         if self._path is None:
             return
         scratch = self._path.with_name(f".{self._path.name}.{os.getpid()}")
