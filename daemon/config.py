@@ -147,6 +147,9 @@ class Settings:
     max_inputs: int = 16_384
     max_body_bytes: int = 64 << 20
     max_connections: int = 1024
+    # Ollama's default on a CPU (3 per GPU there): idle models beyond it unload, least recently used first.
+    max_loaded_models: int = 3
+    preload: tuple[str, ...] = ()  # OVEMBED_PRELOAD: models loaded at start and kept loaded
     # Below systemd's default TimeoutStopSec (90 s) and the unit's own (30 s), so a stop never ends in SIGKILL.
     shutdown_timeout: int = 20
 
@@ -177,4 +180,6 @@ class Settings:
             max_inputs=_int_env("OVEMBED_MAX_INPUTS", default.max_inputs),
             max_body_bytes=_int_env("OVEMBED_MAX_BODY_BYTES", default.max_body_bytes),
             max_connections=_int_env("OVEMBED_MAX_CONNECTIONS", default.max_connections),
+            max_loaded_models=_int_env("OLLAMA_MAX_LOADED_MODELS", default.max_loaded_models),
+            preload=tuple(n.strip() for n in _env("OVEMBED_PRELOAD").split(",") if n.strip()),
         )

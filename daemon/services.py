@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 from dataclasses import dataclass
 
 from daemon.config import Settings
 from daemon.inference.admission import Admission
 from daemon.inference.batcher import BatchLimits
-from daemon.inference.embed import Embedder
+from daemon.inference.embed import Embedder, EmbedOptions
 from daemon.inference.engine import Engine
 from daemon.inference.residency import Residency
 from daemon.shared_pulls import SharedPulls
+from modelstore.names import InvalidName, parse_name
 from modelstore.pull import Puller, sweep_downloads
 from modelstore.store import ModelRecord, ModelStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,10 +38,26 @@ class Services:
         engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.compile_cache)
         engine.prune_cache({r.digest for r in store.list()})  # models removed while the daemon was down
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
-        residency = Residency(engine, store, limits, settings.keep_alive)
+        residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         embedder = Embedder(Admission(settings.max_queue), residency, settings.max_inputs)
         pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
         return cls(settings, store, engine, residency, embedder, pulls)
+
+    async def preload(self) -> None:
+        """OVEMBED_PRELOAD's models, loaded one after another and kept; a name that fails is logged, not fatal."""
+        for text in self.settings.preload:
+            record = None
+            with contextlib.suppress(InvalidName):
+                record = self.store.get(parse_name(text))
+            if record is None:
+                log.warning("OVEMBED_PRELOAD names %s, which is not in the store; pull it first", text)
+                continue
+            try:
+                await self.embedder.embed(record, [], EmbedOptions(keep_alive=math.inf))
+            except Exception as exc:  # one bad model must not stop the others, nor the daemon
+                log.warning("OVEMBED_PRELOAD could not load %s: %s", text, exc)
+            else:
+                log.info("preloaded %s", record.name.display)
 
     def delete(self, record: ModelRecord) -> None:
         """Remove a name; its folder and compile cache go with the last name for them."""

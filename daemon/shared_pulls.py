@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from daemon.metrics import PULL_BYTES
 from modelstore.names import ModelName
 from modelstore.pull import PullCancelled, Puller, PullError, PullStatus
 
@@ -130,7 +131,12 @@ class SharedPulls:
     async def _run(self, job: _Job) -> None:
         loop = asyncio.get_running_loop()
 
+        received: dict[str, int] = {}
+
         def report(status: PullStatus) -> None:
+            if status.digest is not None and status.completed is not None:
+                PULL_BYTES.inc(max(0, status.completed - received.get(status.digest, 0)))
+                received[status.digest] = max(status.completed, received.get(status.digest, 0))
             loop.call_soon_threadsafe(job.publish, status_message(status))
 
         try:

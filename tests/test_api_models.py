@@ -20,6 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.store import ModelStore
 from tests.conftest import Daemon, start_daemon, stop_daemon
 from tests.contract import NATIVE_JSON, assert_error
 from tests.tinymodel import build_tiny_model
@@ -495,3 +498,44 @@ def test_wrong_method(client: httpx.Client, method: str, path: str) -> None:
 @pytest.mark.parametrize("path", ["/api/embed", "/api/show", "/api/ps", "/api/delete", "/v1/models", "/v1/models/tiny"])
 def test_head_exists_only_where_ollama_has_it(client: httpx.Client, path: str) -> None:
     assert client.head(path).status_code == 405
+
+
+def test_max_loaded_models_unloads_the_least_recently_used(tmp_path: Path, tiny_dir: Path) -> None:
+    running = start_daemon(tmp_path / "d", OLLAMA_MAX_LOADED_MODELS="2", OVEMBED_PRECISION="fp32")
+    try:
+        for name in ("a", "b", "c"):
+            running.create(name, tiny_dir)
+        with running.client() as http:
+
+            def use(name: str) -> None:
+                assert http.post("/api/embed", json={"model": name, "input": "water"}).status_code == 200
+
+            use("a")
+            use("b")
+            assert sorted(ps_names(http)) == ["a:latest", "b:latest"]
+            use("c")  # a is the least recently used
+            assert sorted(ps_names(http)) == ["b:latest", "c:latest"]
+            use("b")
+            use("a")  # now c is
+            assert sorted(ps_names(http)) == ["a:latest", "b:latest"]
+        assert "unloading c:latest to make room (OLLAMA_MAX_LOADED_MODELS=2)" in running.log()
+    finally:
+        stop_daemon(running)
+
+
+def test_preloaded_models_are_loaded_at_start_and_kept(tmp_path: Path, tiny_dir: Path) -> None:
+    create_from_folder(ModelStore(tmp_path / "models"), parse_name("tiny"), tiny_dir)
+    running = start_daemon(tmp_path, OVEMBED_PRELOAD="tiny, not-pulled", OLLAMA_KEEP_ALIVE="1s")
+    try:
+        with running.client() as http:
+            deadline = time.monotonic() + 60
+            while "tiny:latest" not in ps_names(http) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (loaded,) = http.get("/api/ps").json()["models"]
+            assert loaded["name"] == "tiny:latest"
+            assert datetime.fromisoformat(loaded["expires_at"]).year > datetime.now(timezone.utc).year + 50
+            time.sleep(1.5)  # past OLLAMA_KEEP_ALIVE: a preloaded model stays
+            assert ps_names(http) == ["tiny:latest"]
+        assert "OVEMBED_PRELOAD names not-pulled, which is not in the store; pull it first" in running.log()
+    finally:
+        stop_daemon(running)

@@ -38,6 +38,7 @@ from modelstore.store import ModelStore
 from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
 from tests.fakehub import LFS_THRESHOLD, FakeHub, running_hub
 from tests.test_convert import FIXTURES, minilm_checkpoint, shard_checkpoint
+from tests.test_metrics import scrape
 from tests.tinymodel import build_tiny_model, reference_vectors
 
 MIN_COSINE = 0.99999
@@ -426,7 +427,10 @@ def test_a_safetensors_only_repo_is_converted_by_ovembed(
     daemon: Daemon, hub: FakeHub, models: Models, repo: str, network: tuple[str, ...]
 ) -> None:
     folder = models.checkpoint if repo.endswith("checkpoint") else models.sharded
+    pulled_before = scrape(daemon).get(("ovembed_pull_bytes_total", ()), 0.0)
     _, messages = stream_pull(daemon, f"hf.co/{repo}")
+    layers = {m["digest"]: m["total"] for m in messages if m.get("digest")}
+    assert scrape(daemon)[("ovembed_pull_bytes_total", ())] - pulled_before == sum(layers.values())
 
     statuses = [m["status"] for m in messages]
     first = statuses.index(FINAL_STATUSES[0])

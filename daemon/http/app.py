@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -11,9 +12,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from daemon.http import ollama, openai, pull
+from daemon.http import metrics, ollama, openai, pull
 from daemon.http.errors import HANDLED, answer
 from daemon.http.guard import Guard
+from daemon.http.observe import Observe
 from daemon.services import Services
 
 
@@ -31,15 +33,21 @@ def create_app(services: Services) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services
+        preloading = asyncio.create_task(services.preload())  # in the background: the socket opens at once
         try:
             yield
         finally:
+            preloading.cancel()
             await services.close()
 
     handlers = {404: _routing_error, 405: _routing_error, Exception: answer, **dict.fromkeys(HANDLED, answer)}
+    routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *metrics.ROUTES]
     return Starlette(
-        routes=[*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES],
-        middleware=[Middleware(Guard, listen=settings.listen, extra_origins=settings.extra_origins)],
+        routes=routes,
+        middleware=[
+            Middleware(Observe, routes=[route.path for route in routes]),
+            Middleware(Guard, listen=settings.listen, extra_origins=settings.extra_origins),
+        ],
         exception_handlers=handlers,
         lifespan=lifespan,
     )

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 from daemon.inference.errors import QueueFull
+from daemon.metrics import WAITING_REQUESTS
 
 
 class Admission:
@@ -21,7 +22,9 @@ class Admission:
         if self._waiting >= self.max_queue:
             raise QueueFull(f"{self._waiting} requests are already waiting")
         self._waiting += 1
+        WAITING_REQUESTS.inc()
         try:
             yield
         finally:
             self._waiting -= 1
+            WAITING_REQUESTS.dec()

@@ -27,6 +27,7 @@ import numpy as np
 
 from daemon.inference.engine import LoadedModel, TokenizedText
 from daemon.inference.errors import ContextTooSmall, InferenceFailed, InputTooLong
+from daemon.metrics import BATCH_PADDING, BATCH_TEXTS, INFERENCE_SECONDS
 from modelstore.convert import openvino_reason
 
 log = logging.getLogger(__name__)
@@ -237,8 +238,11 @@ class Lane:
                 await self._wake.wait()
                 continue
             texts = [item.job.texts[item.index] for item in batch]
+            BATCH_TEXTS.observe(len(texts))
+            BATCH_PADDING.observe(max(map(len, texts)) * len(texts) - sum(map(len, texts)))
             try:
-                vectors = await loop.run_in_executor(self._executor, self.model.embed, slot, texts)
+                with INFERENCE_SECONDS.time():
+                    vectors = await loop.run_in_executor(self._executor, self.model.embed, slot, texts)
             except Exception as exc:  # a failed batch fails its requests, never the lane
                 failure = InferenceFailed(openvino_reason(exc))
                 for item in batch:

@@ -14,6 +14,7 @@ import numpy as np
 from daemon.inference.admission import Admission
 from daemon.inference.errors import NonFiniteEmbedding, TooManyInputs
 from daemon.inference.residency import Residency
+from daemon.metrics import EMBEDDED_TEXTS, EMBEDDED_TOKENS
 from modelstore.store import ModelRecord
 
 # Ollama divides by max(norm, 1e-12), so an all-zero vector stays zero instead of turning into NaN.
@@ -83,4 +84,6 @@ class Embedder:
                 if not texts:
                     return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
                 result = await lane.embed(texts, limit, options.truncate)
+        EMBEDDED_TEXTS.inc(len(texts))
+        EMBEDDED_TOKENS.inc(result.token_count)
         return Embedded(finish(result.vectors, options), result.token_count, load_seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ from datetime import datetime, timedelta, timezone
 from daemon.inference.batcher import BatchLimits, Lane
 from daemon.inference.engine import Engine, LoadedModel
 from daemon.inference.errors import ModelDeleted, ModelLoadFailed
+from daemon.metrics import LOAD_SECONDS, LOADED_MODELS, MODEL_LOADS, MODEL_UNLOADS
 from modelstore.convert import openvino_reason
 from modelstore.store import ModelRecord, ModelStore
+
+log = logging.getLogger(__name__)
 
 # A keep_alive this long is "forever": far enough ahead to read so, near enough for every client's date parser.
 FOREVER_SECONDS = 100 * 365 * 86400.0
@@ -41,6 +45,7 @@ class Resident:
     expires_at: datetime = field(default_factory=_now)
     timer: asyncio.TimerHandle | None = None
     retired: bool = False  # deleted from the store: unload as soon as the last request ends
+    last_used: float = field(default_factory=time.monotonic)  # for OLLAMA_MAX_LOADED_MODELS' eviction
 
     @property
     def forever(self) -> bool:
@@ -48,6 +53,7 @@ class Resident:
 
     def touch(self) -> None:
         self.expires_at = _now() + timedelta(seconds=min(self.keep_alive, FOREVER_SECONDS))
+        self.last_used = time.monotonic()
 
     def stop_timer(self) -> None:
         if self.timer is not None:
@@ -63,11 +69,14 @@ def _key(record: ModelRecord) -> _Key:
 class Residency:
     """Loads, shares and unloads models; the only owner of loaded models and their lanes."""
 
-    def __init__(self, engine: Engine, store: ModelStore, limits: BatchLimits, default_keep_alive: float) -> None:
+    def __init__(
+        self, engine: Engine, store: ModelStore, limits: BatchLimits, default_keep_alive: float, max_loaded: int
+    ) -> None:
         self.engine = engine
         self.store = store
         self.limits = limits
         self.default_keep_alive = default_keep_alive
+        self.max_loaded = max_loaded
         self._residents: dict[_Key, Resident] = {}
         self._loading: dict[_Key, asyncio.Task[LoadedModel]] = {}
         self._unloading: set[asyncio.Task[None]] = set()
@@ -95,6 +104,7 @@ class Residency:
         if resident is None:
             task = self._loading.get(key)
             if task is None:
+                self._trim(room_for=1)
                 task = self._loading[key] = asyncio.create_task(self._load(record))
                 # A finished load leaves at once: if every waiter hung up, its model is dropped, not kept unseen.
                 task.add_done_callback(lambda done: self._loading.pop(key) if self._loading.get(key) is done else None)
@@ -109,6 +119,7 @@ class Residency:
                 except Exception as exc:
                     raise ModelLoadFailed(record.name.display, openvino_reason(exc)) from exc
                 resident = self._residents[key] = Resident(record, lane, self.default_keep_alive)
+                LOADED_MODELS.set(len(self._residents))
                 resident.touch()
         resident.stop_timer()
         resident.users += 1
@@ -116,7 +127,10 @@ class Residency:
 
     async def _load(self, record: ModelRecord) -> LoadedModel:
         try:
-            return await asyncio.to_thread(self.engine.load, record)
+            with LOAD_SECONDS.time():
+                model = await asyncio.to_thread(self.engine.load, record)
+            MODEL_LOADS.inc()
+            return model
         except Exception as exc:
             if not self.store.holds(record):
                 raise ModelDeleted(record.name.display) from exc
@@ -129,9 +143,25 @@ class Residency:
             return
         if resident.retired:
             self._unload(resident)
-        elif not resident.forever:
+            return
+        self._trim(room_for=0)
+        still_loaded = self._residents.get(_key(resident.record)) is resident
+        if still_loaded and not resident.forever:
             loop = asyncio.get_running_loop()
             resident.timer = loop.call_later(max(0.0, resident.keep_alive), self._expire, resident)
+
+    def _trim(self, room_for: int) -> None:
+        """Unload idle models, least recently used first, until `room_for` more fit under OLLAMA_MAX_LOADED_MODELS.
+
+        Busy models are never unloaded: with all of them busy a load goes over the limit rather than wait, and
+        the next model to fall idle makes up for it.
+        """
+        excess = len(self._residents) + len(self._loading) + room_for - self.max_loaded
+        idle = sorted((r for r in self._residents.values() if r.users == 0), key=lambda r: r.last_used)
+        for resident in idle[: max(0, excess)]:
+            name = resident.record.name.display
+            log.info("unloading %s to make room (OLLAMA_MAX_LOADED_MODELS=%d)", name, self.max_loaded)
+            self._unload(resident)
 
     def _expire(self, resident: Resident) -> None:
         resident.timer = None
@@ -143,6 +173,8 @@ class Residency:
         key = _key(resident.record)
         if self._residents.get(key) is resident:
             del self._residents[key]
+        LOADED_MODELS.set(len(self._residents))
+        MODEL_UNLOADS.inc()
         resident.stop_timer()
         task = asyncio.get_running_loop().create_task(resident.lane.close())
         self._unloading.add(task)
@@ -156,6 +188,7 @@ class Residency:
         """A deleted model leaves /api/ps at once; an idle one unloads now, a busy one after its last request."""
         for resident in [r for r in self._residents.values() if r.record.name.key == record.name.key]:
             del self._residents[_key(resident.record)]
+            LOADED_MODELS.set(len(self._residents))
             resident.retired = True
             if resident.users == 0:
                 self._unload(resident)
