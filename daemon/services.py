@@ -36,7 +36,17 @@ class Services:
         store.sweep_staging()
         sweep_downloads(store)
         engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.compile_cache)
-        engine.prune_cache({r.digest for r in store.list()})  # models removed while the daemon was down
+        records = store.list()
+        engine.prune_cache({r.digest for r in records})  # models removed while the daemon was down
+        for record in records:  # a cheap check: names and sizes, no hashes (ovembed verify reads those)
+            missing = store.missing_files(record)
+            if missing:
+                log.warning(
+                    "%s is damaged: %s missing or empty in %s; pull or create it again, or `ovembed rm` it",
+                    record.name.display,
+                    ", ".join(missing),
+                    record.path,
+                )
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         embedder = Embedder(Admission(settings.max_queue), residency, settings.max_inputs)

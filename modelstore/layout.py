@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 from modelstore.names import ModelName
 
 MANIFESTS_FOLDER = "manifests"
-# A stored model folder holds exactly these two files.
+# A stored model folder holds the network (its graph and its weights), the tokenizer, and any Dense layers.
 IR_FILE = "openvino_model.xml"
+IR_WEIGHTS_FILE = "openvino_model.bin"
 TOKENIZER_FILE = "tokenizer.json"
 
 # A repo's networks, in order of preference: its own IR needs no conversion at all, then its ONNX export.

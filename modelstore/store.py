@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelstore.layout import StoreLayout
+from modelstore.layout import IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE, StoreLayout, dense_file
 from modelstore.names import InvalidName, ModelName, parse_name
 from modelstore.spec import ModelSpec
 
@@ -134,6 +135,29 @@ class ModelStore:
             return record
         return next((r for r in self.list() if r.name.key == name.key), None)
 
+    def missing_files(self, record: ModelRecord) -> list[str]:
+        """The files the model's folder should hold and does not, or holds empty: names and sizes only, cheap
+        enough for every start and every load."""
+        needed = [IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE, *(dense_file(i) for i in range(len(record.spec.dense)))]
+        missing = []
+        for name in needed:
+            try:
+                found = (record.path / name).stat()
+            except OSError:
+                missing.append(name)
+                continue
+            empty = stat.S_ISREG(found.st_mode) and found.st_size == 0
+            if empty:
+                missing.append(name)
+        return missing
+
+    def files_signature(self, record: ModelRecord) -> tuple[tuple[str, int, int], ...]:
+        """Each file of the model's folder with its size and time: changes when the folder is repaired."""
+        try:
+            return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in record.path.iterdir()))
+        except OSError:
+            return ()
+
     def holds(self, record: ModelRecord) -> bool:
         """Whether the record's name still points at the record's content, as when it was read."""
         current = self.get(record.name)
@@ -145,10 +169,10 @@ class ModelStore:
         Parsed again only when the file changed: manifests are replaced by rename, so a new one is a new inode.
         """
         try:
-            stat = path.stat()
+            info = path.stat()
         except OSError:
             return None
-        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        identity = (info.st_ino, info.st_mtime_ns, info.st_size)
         parsed = self._parsed.get(path)
         if parsed is not None and parsed[0] == identity:
             record = parsed[1]
@@ -235,6 +259,19 @@ class ModelStore:
         if record.digest not in self._digests_in_use():
             shutil.rmtree(record.path, ignore_errors=True)
         self.sweep_blobs()
+
+    def remove_unreadable(self, name: ModelName) -> bool:
+        """Remove the name's manifest if it cannot be read (truncated, or its folder gone); True if it did.
+
+        Such a model is not listed, yet it is still the user's to remove with `ovembed rm`.
+        """
+        path = self.layout.manifest(name)
+        if not path.is_file() or self._read_manifest(path) is not None:
+            return False
+        path.unlink(missing_ok=True)
+        self._prune_empty_dirs(self.layout.manifests)
+        self.sweep_blobs()
+        return True
 
     def _digests_in_use(self) -> set[str]:
         return {r.digest for r in map(self._read_manifest, self.layout.manifest_files()) if r is not None}

@@ -539,3 +539,24 @@ def test_preloaded_models_are_loaded_at_start_and_kept(tmp_path: Path, tiny_dir:
         assert "OVEMBED_PRELOAD names not-pulled, which is not in the store; pull it first" in running.log()
     finally:
         stop_daemon(running)
+
+
+def test_a_damaged_store_is_reported_at_start_and_can_be_cleaned(tmp_path: Path, tiny_dir: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    broken = create_from_folder(store, parse_name("broken"), tiny_dir)
+    (broken.path / "openvino_model.bin").write_bytes(b"")
+    create_from_folder(store, parse_name("truncated"), build_tiny_model(tmp_path / "other", seed=5))
+    manifest = store.layout.manifest(parse_name("truncated"))
+    manifest.write_bytes(manifest.read_bytes()[:40])
+    running = start_daemon(tmp_path)
+    try:
+        assert "broken:latest is damaged: openvino_model.bin missing or empty" in running.log()
+        with running.client() as http:
+            assert [m["name"] for m in http.get("/api/tags").json()["models"]] == ["broken:latest"]
+        removed = running.cli("rm", "truncated", check=False)
+        assert removed.returncode == 0, removed.stderr
+        assert not manifest.exists()
+        again = running.cli("rm", "truncated", check=False)
+        assert again.returncode == 1 and "not found" in again.stderr
+    finally:
+        stop_daemon(running)

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from daemon.config import Settings, parse_host
 from daemon.http.app import create_app
 from daemon.http.errors import RAISED, Err, Reply
+from daemon.metrics import LOAD_SECONDS
 from daemon.services import Services
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
@@ -53,6 +54,10 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
         create_from_folder(store, parse_name(f"faulty-{fault}"), build_faulty_model(root / fault, fault))
     damaged = create_from_folder(store, parse_name("damaged"), shutil.copytree(tiny_dir, root / "damaged"))
     (damaged.path / "openvino_model.xml").write_text("<net>this is not a network</net>")
+    unweighted = create_from_folder(
+        store, parse_name("unweighted"), build_faulty_model(root / "unweighted", "nan", hidden=4)
+    )
+    (unweighted.path / "openvino_model.bin").unlink()
     return root
 
 
@@ -179,7 +184,16 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "/api/embed",
         {"model": "damaged", "input": "water"},
         500,
-        "failed to load model damaged:latest: ",  # then OpenVINO's own first line
+        "failed to load model damaged:latest: ",  # then OpenVINO's own first line, and what to do
+    ),
+    (
+        "ModelDamaged",
+        "POST",
+        "/api/embed",
+        {"model": "unweighted", "input": "water"},
+        500,
+        'model "unweighted:latest" is damaged: openvino_model.bin missing or empty in its folder; '
+        "pull or create it again, or remove it with `ovembed rm unweighted:latest`",
     ),
     (
         "InferenceFailed",
@@ -254,8 +268,17 @@ def test_a_full_queue_answers_503(full_client: TestClient) -> None:
 
 
 def test_a_damaged_model_does_not_harm_the_others(client: TestClient) -> None:
-    for _ in range(2):
-        assert client.post("/api/embed", json={"model": "damaged", "input": "x"}).status_code == 500
+    loads = LOAD_SECONDS.collect()[0]
+    tried = next(s.value for s in loads.samples if s.name.endswith("_count"))
+    for _ in range(3):
+        refused = client.post("/api/embed", json={"model": "damaged", "input": "x"})
+        assert refused.status_code == 500
+        assert refused.json()["error"].endswith("or remove it with `ovembed rm damaged:latest`")
+    # OpenVINO is asked once at most: the failure is remembered until the model's files change.
+    assert next(s.value for s in LOAD_SECONDS.collect()[0].samples if s.name.endswith("_count")) - tried <= 1
+    assert client.get("/api/tags").status_code == 200
+    listed = {m["name"] for m in client.get("/api/tags").json()["models"]}
+    assert {"damaged:latest", "unweighted:latest"} <= listed  # still listed, as clients expect
     answer = client.post("/api/embed", json={"model": "tiny", "input": "water"})
     assert answer.status_code == 200
     assert len(answer.json()["embeddings"][0]) == 16

@@ -18,6 +18,7 @@ from daemon.inference.errors import (
     ContextTooSmall,
     InferenceFailed,
     InputTooLong,
+    ModelDamaged,
     ModelDeleted,
     ModelLoadFailed,
     NonFiniteEmbedding,
@@ -83,7 +84,16 @@ RAISED: dict[type[Exception], Reply] = {
     ContextTooSmall: Reply(400, "input after truncation exceeds maximum context length"),
     NonFiniteEmbedding: Reply(400, "embedding contains NaN or Inf values"),
     ModelDeleted: Reply(404, 'model "{name}" not found, try pulling it first'),
-    ModelLoadFailed: Reply(500, "failed to load model {name}: {reason}"),
+    ModelDamaged: Reply(
+        500,
+        'model "{name}" is damaged: {missing} missing or empty in its folder; '
+        "pull or create it again, or remove it with `ovembed rm {name}`",
+    ),
+    ModelLoadFailed: Reply(
+        500,
+        "failed to load model {name}: {reason}. Its files may be damaged: pull or create it again, "
+        "or remove it with `ovembed rm {name}`",
+    ),
     InferenceFailed: Reply(500, "inference failed: {reason}"),
     # Ollama answers a failed non-streamed pull with the error's own status.
     PullNotFound: Reply(404, "{message}"),

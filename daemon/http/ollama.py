@@ -16,7 +16,7 @@ from starlette.routing import Route
 from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
-from daemon.http.lookup import installed, name_field, parse_embed_model, parse_model, services_of
+from daemon.http.lookup import find_record, installed, name_field, parse_embed_model, parse_model, services_of
 from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, empty_ok
 from daemon.http.routing import get_only
@@ -113,8 +113,11 @@ async def ps(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     services = services_of(request)
-    record = named_model(services, await read_fields(request, "DeleteRequest"))
-    services.delete(record)
+    fields = await read_fields(request, "DeleteRequest")
+    name = parse_model(name_field(fields), empty=Err.MODEL_REQUIRED, invalid=Err.NAME_INVALID)
+    if find_record(services, name) is None and services.store.remove_unreadable(name):
+        return empty_ok()
+    services.delete(named_model(services, fields))
     return empty_ok()
 
 

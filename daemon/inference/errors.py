@@ -39,6 +39,15 @@ class ModelDeleted(LookupError):
         self.name = name
 
 
+class ModelDamaged(RuntimeError):
+    """A stored model whose folder lacks files (or holds them empty): nothing to load until it is repaired."""
+
+    def __init__(self, name: str, missing: list[str]) -> None:
+        super().__init__(f"{name} is damaged: {', '.join(missing)} missing or empty")
+        self.name = name
+        self.missing = ", ".join(missing)
+
+
 class ModelLoadFailed(RuntimeError):
     """OpenVINO or the tokenizer could not load a stored model."""
 

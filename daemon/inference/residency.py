@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from daemon.inference.batcher import BatchLimits, Lane
 from daemon.inference.engine import Engine, LoadedModel
-from daemon.inference.errors import ModelDeleted, ModelLoadFailed
+from daemon.inference.errors import ModelDamaged, ModelDeleted, ModelLoadFailed
 from daemon.metrics import LOAD_SECONDS, LOADED_MODELS, MODEL_LOADS, MODEL_UNLOADS
 from modelstore.convert import openvino_reason
 from modelstore.store import ModelRecord, ModelStore
@@ -77,6 +77,7 @@ class Residency:
         self.limits = limits
         self.default_keep_alive = default_keep_alive
         self.max_loaded = max_loaded
+        self._failed: dict[str, tuple[tuple[tuple[str, int, int], ...], str]] = {}  # digest -> (files, reason)
         self._residents: dict[_Key, Resident] = {}
         self._loading: dict[_Key, asyncio.Task[LoadedModel]] = {}
         self._unloading: set[asyncio.Task[None]] = set()
@@ -126,15 +127,31 @@ class Residency:
         return resident
 
     async def _load(self, record: ModelRecord) -> LoadedModel:
+        """Raises ModelDamaged for missing files, ModelLoadFailed for files OpenVINO or the tokenizer refuse.
+
+        A failed load is remembered until the model's files change, so a client retrying a broken model gets
+        the same answer at once instead of a compile each time.
+        """
+        missing = self.store.missing_files(record)
+        if missing:
+            raise ModelDamaged(record.name.display, missing)
+        files = self.store.files_signature(record)
+        failed = self._failed.get(record.digest)
+        if failed is not None and failed[0] == files:
+            raise ModelLoadFailed(record.name.display, failed[1])
         try:
             with LOAD_SECONDS.time():
                 model = await asyncio.to_thread(self.engine.load, record)
-            MODEL_LOADS.inc()
-            return model
         except Exception as exc:
             if not self.store.holds(record):
                 raise ModelDeleted(record.name.display) from exc
-            raise ModelLoadFailed(record.name.display, openvino_reason(exc)) from exc
+            reason = openvino_reason(exc)
+            log.warning("cannot load %s from %s: %s", record.name.display, record.path, reason)
+            self._failed[record.digest] = (files, reason)
+            raise ModelLoadFailed(record.name.display, reason) from exc
+        self._failed.pop(record.digest, None)
+        MODEL_LOADS.inc()
+        return model
 
     def _release(self, resident: Resident) -> None:
         resident.users -= 1
