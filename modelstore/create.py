@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, processors
 
 from modelstore.build.weights import Checkpoint, ReadProgress, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
+from modelstore.diskspace import disk_full_message, is_disk_full
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
 from modelstore.names import ModelName
 from modelstore.spec import ModelDescription, ModelSpec
@@ -29,6 +30,10 @@ _ENDS_WITH_END_OF_TEXT = frozenset({"qwen3"})
 
 class CreateError(ValueError):
     """The folder cannot become a model; the message says what is missing or wrong."""
+
+
+class DiskFull(CreateError):
+    """The store's disk filled up while the model was written; nothing of it is left behind."""
 
 
 def _find_tokenizer(folder: Path) -> Path:
@@ -120,23 +125,34 @@ def create_from_folder(
     ends_with_eos = description.architecture in _ENDS_WITH_END_OF_TEXT and description.pooling == "lasttoken"
     patched = _with_end_of_text(loaded) if ends_with_eos else None
     with store.staging() as staged, store.staging() as scratch:
+        # Told apart before the staging folders go: OpenVINO's error is a full disk only while it is full.
         try:
-            info = convert_network(_readable(network, scratch), staged, weights, progress)
-        except ConversionError as exc:
-            raise CreateError(str(exc)) from exc
-        if patched is None:
-            shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
-        else:
-            patched.save(str(staged / TOKENIZER_FILE))
-        dense = read_dense(folder)
-        _store_dense(dense, staged)
-        dimension = dense[-1].out_features if dense else info.dimension or description.dimension
-        if not dimension:
-            raise CreateError(f"cannot tell the embedding size of {network.name}")
-        spec = ModelSpec.of(
-            replace(description, dimension=dimension),
-            precision=info.precision,
-            parameter_count=info.parameter_count,
-        )
-        source = source or str(folder)
-        return store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)
+            try:
+                info = convert_network(_readable(network, scratch), staged, weights, progress)
+            except ConversionError as exc:
+                raise CreateError(str(exc)) from exc
+            if patched is None:
+                shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
+            else:
+                patched.save(str(staged / TOKENIZER_FILE))
+            dense = read_dense(folder)
+            _store_dense(dense, staged)
+            dimension = dense[-1].out_features if dense else info.dimension or description.dimension
+            if not dimension:
+                raise CreateError(f"cannot tell the embedding size of {network.name}")
+            spec = ModelSpec.of(
+                replace(description, dimension=dimension),
+                precision=info.precision,
+                parameter_count=info.parameter_count,
+            )
+            source = source or str(folder)
+            return store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)
+        except (OSError, RuntimeError) as exc:
+            if is_disk_full(exc, store.root):
+                raise DiskFull(disk_full_message("writing the model", store.root, _network_size(network))) from exc
+            raise
+
+
+def _network_size(network: Path) -> int:
+    """The network's files (graph, weights, external data, shards): about what its IR will take."""
+    return sum(p.stat().st_size for p in network.parent.iterdir() if p.is_file() and p.suffix != ".json") or 0

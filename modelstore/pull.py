@@ -7,7 +7,6 @@ enters the store through `create_from_folder`, the same atomic path as `ovembed 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -34,7 +33,8 @@ from huggingface_hub.utils import tqdm as hub_tqdm
 
 from modelstore.build import builder_for
 from modelstore.catalog import CatalogEntry, lookup
-from modelstore.create import CreateError, create_from_folder
+from modelstore.create import CreateError, DiskFull, create_from_folder
+from modelstore.diskspace import disk_full_message, free_bytes, is_disk_full
 from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download, with_shards
 from modelstore.layout import is_checkpoint, is_checkpoint_index
 from modelstore.names import ModelName
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 # A few updates a second per file is smooth for a progress bar and cheap for the stream.
 _REPORT_INTERVAL = 0.2
-# Conversion writes a second copy of the network beside the download.
-_DISK_FACTOR = 2.2
+# Conversion writes a second copy of the network beside the download, with room to spare.
+_CONVERTED_FACTOR = 1.2
 _CHUNK = 1 << 20
 
 
@@ -201,7 +201,7 @@ class Puller:
             same_name = next((r for r in fetched if r.name.key == name.key), None)
             return self._finish_present(same_name or self.store.copy(fetched[0], name), report)
         repo, fetched_commit, plan = self._plan(source, commit)
-        self._check_disk(plan)
+        self._check_disk(repo, plan)
         folder = self._download(repo, fetched_commit, plan, report, cancelled)
         report(PullStatus("verifying sha256 digest"))
         self._verify(folder, plan)
@@ -227,6 +227,8 @@ class Puller:
                 weights=source.weights if is_checkpoint(Path(plan.network)) else None,
                 progress=_throttled(lambda done, total: report(PullStatus(converting, None, total, done)), cancelled),
             )
+        except DiskFull as exc:
+            raise PullError(f"{exc} (the downloaded files are kept: pulling again resumes)") from exc
         except CreateError as exc:
             raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc
         report(PullStatus("writing manifest"))
@@ -318,15 +320,15 @@ class Puller:
         )
         return Path(self._hub_call(repo, commit, call, path))
 
-    def _check_disk(self, plan: DownloadPlan) -> None:
+    def _check_disk(self, repo: str, plan: DownloadPlan) -> None:
+        """Room for what is still to download and for the converted model beside it; files already in the
+        download cache (a pull cut off before) count as downloaded."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        needed = int(plan.total_size * _DISK_FACTOR)
-        free = shutil.disk_usage(self.cache).free
-        if free < needed:
-            raise PullError(
-                f"not enough disk space under {self.store.root}: this model needs about {needed / 1e6:.0f} MB "
-                f"to download and convert, {free / 1e6:.0f} MB are free"
-            )
+        blobs = self.store.layout.repo_download(repo) / "blobs"
+        fetched = sum(f.size for f in plan.files if (blobs / (f.sha256 or f.git_sha1 or "-")).is_file())
+        needed = plan.total_size - fetched + int(plan.total_size * _CONVERTED_FACTOR)
+        if free_bytes(self.cache) < needed:
+            raise PullError(disk_full_message(f"pulling hf.co/{repo}", self.store.root, needed))
 
     def _download(
         self, repo: str, commit: str, plan: DownloadPlan, report: Report, cancelled: Callable[[], bool]
@@ -390,6 +392,7 @@ class Puller:
                 f"the connection to Hugging Face broke while fetching {target} ({exc}); pull again to resume"
             ) from exc
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise PullError(f"no space left on device under {self.store.root} while fetching {file}") from exc
+            if is_disk_full(exc, self.store.root):
+                message = disk_full_message(f"downloading {file} from {where}", self.store.root)
+                raise PullError(f"{message} (the files finished so far are kept: pulling again resumes)") from exc
             raise

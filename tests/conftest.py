@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,3 +186,22 @@ def minilm_fp32_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dae
     """The real tier's daemon in fp32, where batching may change rounding and never more (the 0.99999 bar)."""
     with running_minilm(tmp_path_factory.mktemp("minilm-fp32"), OVEMBED_PRECISION="fp32") as running:
         yield running
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts small tmpfs filesystems to fill (`tmpfs("80m")`); skips the test where it may not (not root)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        disk = tmp_path / f"disk-{len(mounted)}"
+        disk.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"needs a tmpfs to fill: mount said {done.stderr.decode().strip()!r} (not root?)")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelstore.create import create_from_folder
+from modelstore.create import DiskFull, create_from_folder
 from modelstore.names import parse_name
 from modelstore.stconfig import describe_repo
 from modelstore.store import ModelStore
@@ -425,3 +426,20 @@ def test_the_catalog_context_caps_the_repos_own(tmp_path: Path, tiny_dir: Path, 
         ModelStore(tmp_path / "store"), parse_name("capped"), tiny_dir, fallback=replace(own, context_length=catalog)
     )
     assert record.spec.context_length == stored
+
+
+def test_a_full_disk_says_so_leaves_nothing_and_the_retry_succeeds(tmpfs: Callable[[str], Path]) -> None:
+    require_shared()
+    small_disk = tmpfs("80m")
+    store = ModelStore(small_disk / "models")
+    filler = small_disk / "filler"
+    filler.write_bytes(bytes(60 << 20))  # 20 MB left for a 45 MB fp16 network
+    with pytest.raises(DiskFull) as error:
+        create_from_folder(store, parse_name("minilm"), MINILM, weights="fp16")
+    message = str(error.value)
+    assert message.startswith(f"disk full while writing the model under {store.root}: about ")
+    assert "MB are needed and" in message and "`ovembed rm`" in message
+    assert store.list() == [] and staging_folders(store.root) == []
+    filler.unlink()
+    record = create_from_folder(store, parse_name("minilm"), MINILM, weights="fp16")
+    assert [r.name.display for r in store.list()] == [record.name.display]

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -959,20 +959,12 @@ def test_real_all_minilm_pull_matches_sentence_transformers(daemon: Daemon, hub:
 
 
 @pytest.fixture()
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB filesystem of its own (tmpfs), smaller than what the tiny model needs to download and convert."""
-    root = tmp_path / "small-disk"
-    root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()}); needs root")
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], check=False)
+def small_disk(tmpfs: Callable[[str], Path]) -> Path:
+    """A 2 MB filesystem of its own, smaller than what the tiny model needs to download and convert."""
+    return tmpfs("2m")
 
 
-def test_a_disk_too_small_for_the_model_fails_at_once(
+def test_a_disk_too_small_for_the_model_fails_at_once_and_the_retry_after_freeing_succeeds(
     small_disk: Path, hub_url: str, hub: FakeHub, models: Models
 ) -> None:
     running = start_pull_daemon(small_disk, hub_url)
@@ -983,10 +975,16 @@ def test_a_disk_too_small_for_the_model_fails_at_once(
         )
         assert response.status_code == 500
         error = response.json()["error"]
-        assert "not enough disk space" in error
-        assert str(running.models_dir) in error
+        assert error.startswith(f"disk full while pulling hf.co/ovembed-test/tiny under {running.models_dir}: about ")
+        assert "MB are needed and" in error and "`ovembed rm`" in error
         assert len(hub.resolve_gets()) == gets_before  # refused before any download
         assert httpx.get(f"{running.url}/api/tags").json() == {"models": []}
+        # Space freed (here: the filesystem grown), the same pull goes through.
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        retried = httpx.post(
+            f"{running.url}/api/pull", json={"model": "hf.co/ovembed-test/tiny", "stream": False}, timeout=60
+        )
+        assert (retried.status_code, retried.json()) == (200, {"status": "success"})
     finally:
         stop_daemon(running)
 
