@@ -150,6 +150,7 @@ class Settings:
     # Ollama's default on a CPU (3 per GPU there): idle models beyond it unload, least recently used first.
     max_loaded_models: int = 3
     preload: tuple[str, ...] = ()  # OVEMBED_PRELOAD: models loaded at start and kept loaded
+    debug: bool = False  # OLLAMA_DEBUG: log at DEBUG, health-check requests included
     # Below systemd's default TimeoutStopSec (90 s) and the unit's own (30 s), so a stop never ends in SIGKILL.
     shutdown_timeout: int = 20
 
@@ -182,4 +183,5 @@ class Settings:
             max_connections=_int_env("OVEMBED_MAX_CONNECTIONS", default.max_connections),
             max_loaded_models=_int_env("OLLAMA_MAX_LOADED_MODELS", default.max_loaded_models),
             preload=tuple(n.strip() for n in _env("OVEMBED_PRELOAD").split(",") if n.strip()),
+            debug=_env("OLLAMA_DEBUG").strip().lower() not in ("", "0", "false", "no", "off"),
         )

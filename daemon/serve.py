@@ -46,7 +46,8 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     """Run the daemon in this process; a bad device setting raises DeviceError before the socket opens."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if settings.debug else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # huggingface_hub's HTTP client logs every request at INFO; pulls report their own progress.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     services = Services.start(settings)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -43,3 +46,20 @@ def test_metrics_count_requests_batches_and_models(daemon: Daemon) -> None:
     assert after[("ovembed_loaded_models", ())] >= 1
     assert after[("ovembed_model_loads_total", ())] >= 1
     assert after[("ovembed_waiting_requests", ())] == 0
+
+
+def test_each_request_has_one_access_line(daemon: Daemon) -> None:
+    since = len(daemon.log())
+    with daemon.client() as http:
+        assert http.post("/api/embed", json={"model": "tiny", "input": ["water", "fire"]}).status_code == 200
+        assert http.post("/v1/embeddings", json={"model": "tiny", "input": "water"}).status_code == 200
+        assert http.post("/api/embed", json={"model": "nope", "input": "x"}).status_code == 404
+        assert http.get("/api/tags").status_code == 200  # polled by clients: only with OLLAMA_DEBUG
+    deadline = time.monotonic() + 10
+    while daemon.log()[since:].count("ovembed.access") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in daemon.log()[since:].splitlines() if "ovembed.access" in line]
+    assert len(lines) == 3, lines
+    assert re.search(r"POST /api/embed 200 [\d.]+ ms 2 texts \d+ tokens$", lines[0])
+    assert re.search(r"POST /v1/embeddings 200 [\d.]+ ms 1 texts \d+ tokens$", lines[1])
+    assert re.search(r"POST /api/embed 404 [\d.]+ ms$", lines[2])

@@ -1,13 +1,28 @@
-"""ASGI middleware that counts each answered request and its time, for /metrics."""
+"""ASGI middleware that counts each answered request and its time for /metrics, and logs one line for it.
+
+The access line says what Ollama's GIN line says (method, path, status, time) and, for the embedding routes,
+the texts and tokens; it is logged at INFO, or at DEBUG for the health checks clients poll (`/`, version,
+tags, ps, metrics), which OLLAMA_DEBUG shows.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.metrics import REQUEST_SECONDS, REQUESTS
+
+log = logging.getLogger("ovembed.access")
+_POLLED = frozenset({"/", "/api/version", "/api/tags", "/api/ps", "/metrics"})
+
+
+def note_work(request: Request, texts: int, tokens: int) -> None:
+    """What an embedding request cost, for its access line."""
+    request.state.work = f" {texts} texts {tokens} tokens"
 
 
 class Observe:
@@ -33,6 +48,12 @@ class Observe:
         try:
             await self.app(scope, receive, observed)
         finally:
+            seconds = time.perf_counter() - started
             route = scope["path"] if scope["path"] in self.routes else "other"
-            REQUESTS.labels(route, str(status or 499)).inc()  # no answer started: the client left first
-            REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            code = str(status or 499)  # no answer started: the client left first
+            REQUESTS.labels(route, code).inc()
+            REQUEST_SECONDS.labels(route).observe(seconds)
+            level = logging.DEBUG if route in _POLLED else logging.INFO
+            if log.isEnabledFor(level):
+                work = scope.get("state", {}).get("work", "")
+                log.log(level, "%s %s %s %.1f ms%s", scope["method"], scope["path"], code, seconds * 1000, work)

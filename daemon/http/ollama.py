@@ -17,6 +17,7 @@ from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
 from daemon.http.lookup import find_record, installed, name_field, parse_embed_model, parse_model, services_of
+from daemon.http.observe import note_work
 from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, empty_ok
 from daemon.http.routing import get_only
@@ -53,6 +54,7 @@ async def embed(request: Request) -> Response:
     record = installed(services, name, Err.MODEL_NOT_FOUND_PULL, model_text)
     asked = EmbedOptions(keep_alive, truncate is not False, check_options(options).get("num_ctx", 0), dimensions)
     result = await unless_disconnected(request, services.embedder.embed(record, texts, asked))
+    note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"model": model_text, "embeddings": []})
     body: dict[str, Any] = {"model": model_text, "embeddings": result.vectors}
@@ -81,6 +83,7 @@ async def embeddings(request: Request) -> Response:
     texts = [prompt] if prompt else []
     asked = EmbedOptions(keep_alive, truncate=True, num_ctx=options.get("num_ctx", 0), normalize=False)
     result = await unless_disconnected(request, services.embedder.embed(record, texts, asked))
+    note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"embedding": []})
     return OllamaJSON({"embedding": result.vectors[0].astype(np.float64)})

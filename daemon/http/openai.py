@@ -19,6 +19,7 @@ from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
 from daemon.http.lookup import find_record, installed, parse_embed_model, services_of
+from daemon.http.observe import note_work
 from daemon.http.request import read_fields
 from daemon.http.responses import OpenAIJSON
 from daemon.http.routing import get_only
@@ -56,6 +57,7 @@ async def embeddings(request: Request) -> Response:
     record = installed(services, parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
     work = services.embedder.embed(record, texts, EmbedOptions(dimensions=dimensions))
     result = await unless_disconnected(request, work)
+    note_work(request, len(texts), result.token_count)
     as_base64 = encoding.lower() == "base64"
     data = [
         {"object": "embedding", "embedding": to_base64(v) if as_base64 else v, "index": i}
