@@ -1,0 +1,90 @@
+"""Bad bodies, generated: no endpoint answers 5xx for what a client sent, and every error is Ollama's JSON.
+
+In process (Starlette's TestClient over the real app, real OpenVINO and a real store), bounded so the run stays
+short. The models are sound ones: a 5xx for a damaged model is the store's fault, not the client's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from daemon.config import Settings, parse_host
+from daemon.http.app import create_app
+from daemon.services import Services
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.store import ModelStore
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
+FIELDS = (
+    "model",
+    "name",
+    "input",
+    "prompt",
+    "truncate",
+    "dimensions",
+    "keep_alive",
+    "options",
+    "encoding_format",
+    "source",
+    "destination",
+    "stream",
+)
+# Bodies shaped like the real ones (known fields with values of any type), and arbitrary JSON and bytes.
+BODIES = (
+    st.dictionaries(st.sampled_from(FIELDS), JSON | st.sampled_from(["tiny", "tiny:latest", "", "x" * 300]), max_size=6)
+    | JSON
+    | st.binary(max_size=80)
+)
+ROUTES = [
+    ("POST", "/api/embed"),
+    ("POST", "/api/embeddings"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/api/show"),
+    ("POST", "/api/copy"),
+    ("DELETE", "/api/delete"),
+    ("POST", "/api/pull"),
+    ("GET", "/api/tags"),
+    ("GET", "/api/ps"),
+    ("GET", "/v1/models"),
+]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp("fuzz")
+    create_from_folder(ModelStore(root / "models"), parse_name("tiny"), tiny_dir)
+    config = Settings(
+        listen=parse_host("127.0.0.1:11434"),
+        models_dir=root / "models",
+        cache_dir=root / "cache",
+        precision="fp32",
+        hf_endpoint="http://127.0.0.1:9",  # nothing listens: a pull fails fast, with 502 for the hub
+    )
+    with TestClient(create_app(Services.start(config)), base_url="http://127.0.0.1:11434") as running:
+        yield running
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES)
+def test_no_body_gets_a_server_error(client: TestClient, method: str, path: str, body: Any) -> None:
+    if isinstance(body, dict) and path == "/api/delete":
+        body.pop("model", None), body.pop("name", None)  # keep the one model: a delete of it is no error
+    content = body if isinstance(body, bytes) else None
+    response = client.request(method, path, content=content, json=None if content is not None else body)
+    hub_down = path == "/api/pull" and response.status_code == 502  # the hub is unreachable here, on purpose
+    assert response.status_code < 500 or hub_down, (response.status_code, response.text)
+    if response.status_code >= 400 and response.headers.get("content-type", "").startswith("application/json"):
+        assert set(response.json()) == {"error"}, response.text
