@@ -19,6 +19,8 @@ import numpy as np
 from daemon.inference.precision import Probe
 from modelstore.store import ModelRecord
 
+# The child's entry point, by name: it imports the engine, which imports this module.
+CHILD = "daemon.inference.precision_child"
 # Generous: probing a large model on a small CPU takes a while, and a hung child must not hang a load forever.
 _TIMEOUT_SECONDS = 900.0
 
@@ -39,7 +41,7 @@ def run_trial(record: ModelRecord, device: str, precision: str, hint: str, cache
     }
     try:
         done = subprocess.run(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-m", CHILD],
             input=json.dumps(request),
             capture_output=True,
             text=True,
@@ -60,25 +62,3 @@ def run_trial(record: ModelRecord, device: str, precision: str, hint: str, cache
     if answer["precision"] != precision:  # it overflowed while probed, and pinned itself to fp32
         raise TrialFailed(f"gave non-finite vectors in {precision}")
     return Probe(np.array(answer["batch"]), np.array(answer["alone"]), float(answer["seconds"]))
-
-
-def main() -> None:
-    from daemon.inference.engine import Engine, probe_model  # engine.py imports this module
-
-    request = json.loads(sys.stdin.read())
-    record = ModelRecord.from_manifest(request["manifest"], Path(request["path"]))
-    cache = request["cache_dir"]
-    engine = Engine(request["device"], request["precision"], request["hint"], Path(cache) if cache else None)
-    model = engine.load(record)
-    measured = probe_model(model)
-    answer = {
-        "precision": model.precision,
-        "seconds": measured.seconds,
-        "batch": measured.batch.tolist(),
-        "alone": measured.alone.tolist(),
-    }
-    sys.stdout.write(json.dumps(answer))
-
-
-if __name__ == "__main__":
-    main()
