@@ -151,6 +151,14 @@ class ModelStore:
                 missing.append(name)
         return missing
 
+    def verify(self, record: ModelRecord) -> str | None:
+        """What is wrong with the model's folder by its content hash (reading every byte), or None if sound."""
+        missing = self.missing_files(record)
+        if missing:
+            return f"{', '.join(missing)} missing or empty"
+        digest, _ = _folder_digest(record.path)
+        return None if digest == record.digest else "its files do not match its digest (a file was changed or damaged)"
+
     def files_signature(self, record: ModelRecord) -> tuple[tuple[str, int, int], ...]:
         """Each file of the model's folder with its size and time: changes when the folder is repaired."""
         try:

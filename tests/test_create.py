@@ -443,3 +443,25 @@ def test_a_full_disk_says_so_leaves_nothing_and_the_retry_succeeds(tmpfs: Callab
     filler.unlink()
     record = create_from_folder(store, parse_name("minilm"), MINILM, weights="fp16")
     assert [r.name.display for r in store.list()] == [record.name.display]
+
+
+def test_verify_finds_a_changed_byte_that_the_cheap_check_cannot(tmp_path: Path, tiny_dir: Path) -> None:
+    models = tmp_path / "models"
+    env = daemon_env(models, free_port())
+    create_ok(models, "sound", tiny_dir)
+    changed = create_from_folder(ModelStore(models), parse_name("changed"), build_tiny_model(tmp_path / "b", seed=9))
+
+    def verify(*names: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*OVEMBED, "verify", *names], env=env, cwd=REPO, capture_output=True, text=True)
+
+    assert (verify().returncode, verify("sound").stdout) == (0, "sound:latest: ok\n")
+    weights = changed.path / "openvino_model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, same name: only the hash can tell
+    weights.write_bytes(bytes(data))
+    assert ModelStore(models).missing_files(changed) == []
+    result = verify()
+    assert result.returncode == 1
+    assert "sound:latest: ok" in result.stdout
+    assert "changed:latest: damaged, its files do not match its digest" in result.stdout
+    assert verify("nothing-here").returncode == 1

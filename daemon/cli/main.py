@@ -49,6 +49,32 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Hash each model's files against its digest, in the store directly: no daemon needed."""
+    from modelstore.names import InvalidName, parse_name
+    from modelstore.store import ModelStore
+
+    store = ModelStore(settings.models_dir)
+    try:
+        names = [parse_name(n) for n in args.names]
+    except InvalidName as exc:
+        raise CliError(str(exc)) from exc
+    records = [store.get(n) for n in names] if names else store.list()
+    damaged = 0
+    for name, record in zip(names or [r.name for r in records], records, strict=True):
+        if record is None:
+            print(f"{name.display}: not found", file=sys.stderr)
+            damaged += 1
+            continue
+        problem = store.verify(record)
+        if problem is None:
+            print(f"{record.name.display}: ok")
+        else:
+            damaged += 1
+            print(f"{record.name.display}: damaged, {problem}; pull or create it again, or `ovembed rm` it")
+    return 1 if damaged else 0
+
+
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     models = call(settings, "GET", "/api/tags").json()["models"]
     rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
@@ -165,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     rm = add("rm", cmd_rm, "Remove models")
     rm.add_argument("names", nargs="+", metavar="MODEL")
+    verify = add("verify", cmd_verify, "Check stored models' files against their digests (all models by default)")
+    verify.add_argument("names", nargs="*", metavar="MODEL")
     cp = add("cp", cmd_cp, "Copy a model")
     cp.add_argument("source")
     cp.add_argument("destination")
