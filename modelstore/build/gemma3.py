@@ -15,6 +15,8 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from modelstore.build.layers import (
+    GLOBAL,
+    LOCAL,
     ArchitectureError,
     Node,
     Weights,
@@ -23,31 +25,28 @@ from modelstore.build.layers import (
     find_prefix,
     gated_mlp,
     grouped_query_attention,
-    key_mask,
+    layer_masks,
+    layer_types,
     rms_norm,
     rotary_bases,
     rotary_tables,
     text_inputs,
-    window_key_mask,
 )
 from modelstore.build.weights import Checkpoint
 
 MODEL_TYPES = ("gemma3_text",)
 _PREFIXES = ("", "model.")
-_GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 
 def _layer_types(config: dict[str, Any]) -> list[str]:
-    if config.get("layer_types"):
-        return [str(t) for t in config["layer_types"]]
     pattern = int(config.get("sliding_window_pattern", 6))
-    return [_LOCAL if (i + 1) % pattern else _GLOBAL for i in range(int(config["num_hidden_layers"]))]
+    return layer_types(config, lambda i: (i + 1) % pattern != 0)
 
 
 def _thetas(config: dict[str, Any]) -> dict[str, float]:
     if config.get("rope_scaling"):
         raise ArchitectureError("rope_scaling is not converted: only the default rotary embedding is")
-    return rotary_bases(config, {_GLOBAL: ("rope_theta", 1_000_000.0), _LOCAL: ("rope_local_base_freq", 10000.0)})
+    return rotary_bases(config, {GLOBAL: ("rope_theta", 1_000_000.0), LOCAL: ("rope_local_base_freq", 10000.0)})
 
 
 def check(config: dict[str, Any]) -> None:
@@ -78,7 +77,7 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
     positions = absolute_positions(input_ids)
     tables = {kind: rotary_tables(positions, head_size, theta) for kind, theta in _thetas(config).items()}
     half_window = int(config.get("sliding_window", 512)) // 2
-    masks = {_GLOBAL: key_mask(attention_mask), _LOCAL: window_key_mask(attention_mask, half_window)}
+    masks = layer_masks(attention_mask, half_window)
     shape = (heads, kv_heads, head_size)
 
     def norm(name: str, value: Node) -> Node:

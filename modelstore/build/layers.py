@@ -278,3 +278,19 @@ def window_key_mask(attention_mask: Node, half_window: int) -> Node:
 def absolute_positions(input_ids: Node) -> Node:
     """0..S-1 for every row, [1, tokens]: with right padding, each text's own positions."""
     return ops.unsqueeze(_token_index(input_ids), 0)
+
+
+# transformers' names for the two kinds of attention layer in config.json's `layer_types`.
+GLOBAL, LOCAL = "full_attention", "sliding_attention"
+
+
+def layer_types(config: dict[str, Any], local: Callable[[int], bool]) -> list[str]:
+    """Each layer's kind: config.json's `layer_types`, else the architecture's older rule (`local(i)` for layer i)."""
+    if config.get("layer_types"):
+        return [str(t) for t in config["layer_types"]]
+    return [LOCAL if local(i) else GLOBAL for i in range(int(config["num_hidden_layers"]))]
+
+
+def layer_masks(attention_mask: Node, half_window: int) -> dict[str, Node]:
+    """The key mask for each kind of layer: every real token for a global one, a window of them for a local one."""
+    return {GLOBAL: key_mask(attention_mask), LOCAL: window_key_mask(attention_mask, half_window)}

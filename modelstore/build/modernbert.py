@@ -16,6 +16,8 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from modelstore.build.layers import (
+    GLOBAL,
+    LOCAL,
     ArchitectureError,
     Node,
     Weights,
@@ -25,8 +27,9 @@ from modelstore.build.layers import (
     check_activation,
     find_prefix,
     heads_of,
-    key_mask,
+    layer_masks,
     layer_norm,
+    layer_types,
     linear,
     merge_heads,
     rotary_bases,
@@ -34,31 +37,27 @@ from modelstore.build.layers import (
     rotate,
     split_heads,
     text_inputs,
-    window_key_mask,
 )
 from modelstore.build.weights import Checkpoint
 
 MODEL_TYPES = ("modernbert",)
 _PREFIXES = ("", "model.")
-_GLOBAL, _LOCAL = "full_attention", "sliding_attention"
 
 
 def _layer_types(config: dict[str, Any]) -> list[str]:
-    if config.get("layer_types"):
-        return [str(t) for t in config["layer_types"]]
     every = int(config.get("global_attn_every_n_layers", 3))
-    return [_LOCAL if i % every else _GLOBAL for i in range(int(config["num_hidden_layers"]))]
+    return layer_types(config, lambda i: i % every != 0)
 
 
 def _thetas(config: dict[str, Any]) -> dict[str, float]:
-    return rotary_bases(config, {_GLOBAL: ("global_rope_theta", 160000.0), _LOCAL: ("local_rope_theta", 10000.0)})
+    return rotary_bases(config, {GLOBAL: ("global_rope_theta", 160000.0), LOCAL: ("local_rope_theta", 10000.0)})
 
 
 def check(config: dict[str, Any]) -> None:
     """What config.json alone shows this builder cannot do faithfully."""
     check_activation(str(config.get("hidden_activation", "gelu")))
     _thetas(config)
-    unknown = set(_layer_types(config)) - {_GLOBAL, _LOCAL}
+    unknown = set(_layer_types(config)) - {GLOBAL, LOCAL}
     if unknown:
         raise ArchitectureError(f"layer types {', '.join(sorted(unknown))} are not converted")
 
@@ -77,7 +76,7 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
     x = layer_norm(weights, "embeddings.norm", x, eps)
     positions = absolute_positions(input_ids)
     tables = {kind: rotary_tables(positions, head_size, theta) for kind, theta in _thetas(config).items()}
-    masks = {_GLOBAL: key_mask(attention_mask), _LOCAL: window_key_mask(attention_mask, half_window)}
+    masks = layer_masks(attention_mask, half_window)
 
     for i, kind in enumerate(_layer_types(config)):
         layer = f"layers.{i}"
