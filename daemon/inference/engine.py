@@ -199,12 +199,13 @@ class Engine:
         self._hint = hint
         name = pick_device(device, self.core.available_devices, self._device_type)
         self.device = DeviceChoice(name=name, config=compile_config(precision, hint))
+        full_name, capabilities = self._full_name(name), self._capabilities(name)
         measured = precision.strip().lower() == "auto"
-        self._candidates = candidates(name, self._capabilities(name)) if measured else ()
+        self._candidates = candidates(name, capabilities) if measured else ()
         self.choices = Choices(cache_dir / PRECISION_FILE if cache_dir is not None else None)
         # The same model on another device, CPU or OpenVINO release may well choose otherwise.
-        self._machine = f"{name} {self._full_name(name)} {' '.join(self._capabilities(name))} {ov.get_version()}"
-        log.info("OpenVINO device %s (%s), settings %s", name, self._full_name(name), self.device.config)
+        self._machine = f"{name} {full_name} {' '.join(capabilities)} {ov.get_version()}"
+        log.info("OpenVINO device %s (%s), settings %s", name, full_name, self.device.config)
 
     def _device_type(self, device: str) -> str:
         return str(self.core.get_property(device, "DEVICE_TYPE")).rsplit(".", 1)[-1]
