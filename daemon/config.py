@@ -147,6 +147,8 @@ class Settings:
     max_inputs: int = 16_384
     max_body_bytes: int = 64 << 20
     max_connections: int = 1024
+    # Seconds a request head may take to arrive, and the longest pause inside a body (Ollama has no limit).
+    read_timeout: int = 30
     # Ollama's default on a CPU (3 per GPU there): idle models beyond it unload, least recently used first.
     max_loaded_models: int = 3
     preload: tuple[str, ...] = ()  # OVEMBED_PRELOAD: models loaded at start and kept loaded
@@ -181,6 +183,7 @@ class Settings:
             max_inputs=_int_env("OVEMBED_MAX_INPUTS", default.max_inputs),
             max_body_bytes=_int_env("OVEMBED_MAX_BODY_BYTES", default.max_body_bytes),
             max_connections=_int_env("OVEMBED_MAX_CONNECTIONS", default.max_connections),
+            read_timeout=_int_env("OVEMBED_READ_TIMEOUT", default.read_timeout),
             max_loaded_models=_int_env("OLLAMA_MAX_LOADED_MODELS", default.max_loaded_models),
             preload=tuple(n.strip() for n in _env("OVEMBED_PRELOAD").split(",") if n.strip()),
             debug=_env("OLLAMA_DEBUG").strip().lower() not in ("", "0", "false", "no", "off"),

@@ -8,6 +8,7 @@ signal exits at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -16,6 +17,7 @@ import uvicorn
 
 from daemon.config import Settings
 from daemon.http.app import create_app
+from daemon.http.connection import HeadDeadlineProtocol
 from daemon.services import Services
 
 
@@ -60,5 +62,6 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         limit_concurrency=settings.max_connections,
+        http=functools.partial(HeadDeadlineProtocol, head_timeout=settings.read_timeout),
     )
     _Server(config, services.pulls.stop).run()

@@ -14,8 +14,9 @@ from daemon.inference.embed import Embedder, EmbedOptions
 from daemon.inference.engine import Engine
 from daemon.inference.residency import Residency
 from daemon.shared_pulls import SharedPulls
+from modelstore.downloads import kept_downloads, sweep_partials
 from modelstore.names import InvalidName, parse_name
-from modelstore.pull import Puller, sweep_downloads
+from modelstore.pull import Puller
 from modelstore.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,15 @@ class Services:
     def start(cls, settings: Settings) -> Services:
         store = ModelStore(settings.models_dir)
         store.sweep_staging()
-        sweep_downloads(store)
+        sweep_partials(store.layout)
+        kept = kept_downloads(store.layout)
+        if kept:
+            log.info(
+                "%.0f MB of downloads from unfinished pulls (%s) are kept so pulling again resumes; "
+                "`ovembed pull --prune` removes them",
+                sum(k.size for k in kept) / 1e6,
+                ", ".join(k.repo for k in kept),
+            )
         engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.compile_cache)
         records = store.list()
         engine.prune_cache({r.digest for r in records})  # models removed while the daemon was down

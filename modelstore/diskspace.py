@@ -10,6 +10,8 @@ import errno
 import shutil
 from pathlib import Path
 
+from modelstore.sizes import human_bytes
+
 # Below this much free space after a failed write, the failure was the disk filling up.
 _NEARLY_FULL = 64 << 20
 
@@ -32,9 +34,9 @@ def disk_full_message(doing: str, where: Path, needed: int | None = None) -> str
     """`disk full while …`: where, how much was needed and is free, and what to do."""
     free = free_bytes(where)
     amounts = (
-        f"about {needed / 1e6:.0f} MB are needed and {free / 1e6:.0f} MB are free"
+        f"about {human_bytes(needed)} are needed and {human_bytes(free)} are free"
         if needed
-        else (f"{free / 1e6:.0f} MB are free")
+        else f"{human_bytes(free)} are free"
     )
     return (
         f"disk full while {doing} under {where}: {amounts}. Free some space (`ovembed rm` models you no "

@@ -8,6 +8,7 @@ The store, under its root:
     manifests/<host>/<namespace>/<model>/<tag>.json  what a name points at, with its spec
     staging/<pid>-<random>/                          work in progress; never read, swept when its process is gone
     downloads/                                       huggingface_hub's cache of files a pull has fetched
+    downloads/.pulls/models--<org>--<repo>.lock      held by the pull of that repo while it runs
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def first_present(folder: Path, candidates: tuple[str, ...]) -> Path | None:
     return next((folder / c for c in candidates if (folder / c).is_file()), None)
 
 
+REPO_DOWNLOAD_PREFIX = "models--"
+
+
 @dataclass(frozen=True)
 class StoreLayout:
     """The folders of one store root."""
@@ -115,7 +119,14 @@ class StoreLayout:
 
     def repo_download(self, repo: str) -> Path:
         """huggingface_hub's cache folder for one repo."""
-        return self.downloads / f"models--{repo.replace('/', '--')}"
+        return self.downloads / f"{REPO_DOWNLOAD_PREFIX}{repo.replace('/', '--')}"
+
+    def download_lock(self, repo: str) -> Path:
+        return self.downloads / ".pulls" / f"{self.repo_download(repo).name}.lock"
+
+    def hub_locks(self, repo: str) -> Path:
+        """huggingface_hub's own per-file locks for one repo's downloads."""
+        return self.downloads / ".locks" / self.repo_download(repo).name
 
 
 @functools.lru_cache(maxsize=1024)

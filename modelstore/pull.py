@@ -7,6 +7,7 @@ enters the store through `create_from_folder`, the same atomic path as `ovembed 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,9 +36,11 @@ from modelstore.build import builder_for
 from modelstore.catalog import CatalogEntry, lookup
 from modelstore.create import CreateError, DiskFull, create_from_folder
 from modelstore.diskspace import disk_full_message, free_bytes, is_disk_full
+from modelstore.downloads import kept_size, pulling
 from modelstore.hubfiles import DownloadPlan, RemoteFile, plan_download, with_shards
 from modelstore.layout import is_checkpoint, is_checkpoint_index
 from modelstore.names import ModelName
+from modelstore.sizes import human_bytes
 from modelstore.spec import ModelDescription
 from modelstore.store import ModelRecord, ModelStore, file_sha256
 
@@ -118,14 +121,6 @@ def resolve_source(name: ModelName) -> HubSource:
     return HubSource(entry.repo, entry.revision, entry)
 
 
-def sweep_downloads(store: ModelStore) -> None:
-    """Remove partial files a killed pull left behind; finished files stay for the next pull."""
-    root = store.layout.downloads
-    if root.is_dir():
-        for partial in root.rglob("*.incomplete"):
-            partial.unlink(missing_ok=True)
-
-
 def _throttled(forward: Callable[[int, int], None], cancelled: Callable[[], bool]) -> Callable[[int, int], None]:
     """Progress at most every _REPORT_INTERVAL (and at the end); PullCancelled once the pull is cancelled."""
     last = 0.0
@@ -200,7 +195,23 @@ class Puller:
         if fetched:
             same_name = next((r for r in fetched if r.name.key == name.key), None)
             return self._finish_present(same_name or self.store.copy(fetched[0], name), report)
-        repo, fetched_commit, plan = self._plan(source, commit)
+        with pulling(self.store.layout, source.repo):
+            repo, fetched_commit, plan = self._plan(source, commit)
+            # A mirror's files are downloaded under its own name, so they are held too.
+            with pulling(self.store.layout, repo) if repo != source.repo else contextlib.nullcontext():
+                return self._fetch_and_create(name, source, commit, repo, fetched_commit, plan, report, cancelled)
+
+    def _fetch_and_create(
+        self,
+        name: ModelName,
+        source: HubSource,
+        commit: str,
+        repo: str,
+        fetched_commit: str,
+        plan: DownloadPlan,
+        report: Report,
+        cancelled: Callable[[], bool],
+    ) -> ModelRecord:
         self._check_disk(repo, plan)
         folder = self._download(repo, fetched_commit, plan, report, cancelled)
         report(PullStatus("verifying sha256 digest"))
@@ -228,7 +239,7 @@ class Puller:
                 progress=_throttled(lambda done, total: report(PullStatus(converting, None, total, done)), cancelled),
             )
         except DiskFull as exc:
-            raise PullError(f"{exc} (the downloaded files are kept: pulling again resumes)") from exc
+            raise PullError(f"{exc} ({self._kept(repo)})") from exc
         except CreateError as exc:
             raise PullError(f"hf.co/{repo} downloaded but could not be converted: {exc}") from exc
         report(PullStatus("writing manifest"))
@@ -389,10 +400,18 @@ class Puller:
         except (httpx2.TransportError, ConnectionError) as exc:
             target = f"{file} from {where}" if file else where
             raise HubUnreachable(
-                f"the connection to Hugging Face broke while fetching {target} ({exc}); pull again to resume"
+                f"the connection to Hugging Face broke while fetching {target} ({exc}); {self._kept(repo)}"
             ) from exc
         except OSError as exc:
             if is_disk_full(exc, self.store.root):
                 message = disk_full_message(f"downloading {file} from {where}", self.store.root)
-                raise PullError(f"{message} (the files finished so far are kept: pulling again resumes)") from exc
+                raise PullError(f"{message} ({self._kept(repo)})") from exc
             raise
+
+    def _kept(self, repo: str) -> str:
+        """What a failed pull leaves for the next one, and how to be rid of it."""
+        size = kept_size(self.store.layout, repo)
+        if not size:
+            return "pull again to retry"
+        kept = f"the {human_bytes(size)} downloaded so far are kept"
+        return f"pull again to resume: {kept} (`ovembed pull --prune` removes them)"

@@ -641,3 +641,63 @@ def test_limits_answer_ollama_style_errors_over_a_socket(tmp_path: Path, tiny_di
         assert eight.status_code == 200 and len(eight.json()["embeddings"]) == 8
     finally:
         stop_daemon(running)
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the daemon closes `sock` within `within` seconds, reading whatever it sends before."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def _seconds_until_closed_while_trickling(sock: socket.socket, data: bytes, gap: float) -> float:
+    """Send `data` a byte every `gap` seconds (each byte would reset an idle timer) until the daemon closes."""
+    started = time.monotonic()
+    sock.setblocking(False)
+    for byte in data:
+        try:
+            sock.send(bytes([byte]))
+            if sock.recv(1, socket.MSG_PEEK) == b"":
+                return time.monotonic() - started
+        except BlockingIOError:  # nothing to read yet: still open
+            pass
+        except OSError:  # reset or broken pipe: closed
+            return time.monotonic() - started
+        time.sleep(gap)
+    return float("inf")
+
+
+def test_stalled_clients_lose_their_connection_and_a_slow_one_is_served(tmp_path: Path, tiny_dir: Path) -> None:
+    """OVEMBED_READ_TIMEOUT bounds a silent socket, a head sent a byte at a time, and a pause inside a body."""
+    running = start_daemon(tmp_path, OVEMBED_READ_TIMEOUT="1")
+    try:
+        running.create("tiny", tiny_dir)
+        host, port = running.url.removeprefix("http://").split(":")
+        body = b'{"model": "tiny", "input": "water"}'
+        head = f"POST /api/embed HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        with socket.create_connection((host, int(port))) as silent:
+            assert _closed_by_server(silent, within=5)
+        with socket.create_connection((host, int(port))) as trickle:
+            assert _seconds_until_closed_while_trickling(trickle, head[:-4], gap=0.1) < 3
+        with socket.create_connection((host, int(port))) as stalled:
+            stalled.sendall(head + body[:10])
+            stalled.settimeout(5)
+            answer = stalled.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {
+            "error": "request body stalled: nothing arrived for 1 s (OVEMBED_READ_TIMEOUT)"
+        }
+        with socket.create_connection((host, int(port))) as slow:  # in time, however slowly
+            for piece in (head[:20], head[20:], body[:10], body[10:]):
+                slow.sendall(piece)
+                time.sleep(0.4)
+            slow.settimeout(10)
+            assert slow.recv(4096).startswith(b"HTTP/1.1 200 ")
+        assert "no request head within 1 s" in running.log()
+        assert running.process.poll() is None
+    finally:
+        stop_daemon(running)

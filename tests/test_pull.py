@@ -34,6 +34,7 @@ from onnx.external_data_helper import set_external_data
 
 from daemon.shared_pulls import ShuttingDown
 from modelstore.names import parse_name
+from modelstore.sizes import human_bytes
 from modelstore.store import ModelStore
 from tests.conftest import MINILM, REFERENCE, Daemon, require_shared, start_daemon, stop_daemon
 from tests.fakehub import LFS_THRESHOLD, FakeHub, running_hub
@@ -175,6 +176,8 @@ REPOS = {
     "ovembed-test/fault500": "ext",
     "ovembed-test/cut": "tiny",
     "ovembed-test/cut-many": "ext",
+    "ovembed-test/kept": "ext",
+    "ovembed-test/busy": "tiny",
     "ovembed-test/abandoned": "tiny",
     "ovembed-test/rejoined": "tiny",
     "ovembed-test/together": "tiny",
@@ -722,6 +725,35 @@ def test_a_cut_that_outlasts_the_retries_fails_cleanly_then_a_retry_succeeds(
     assert (response.status_code, response.json()) == (200, {"status": "success"})
     assert file_gets(hub, repo)["onnx/model.onnx"] == 1
     assert_embeds_like(daemon, f"hf.co/{repo}", models.reference[models.ext])
+
+
+def test_a_failed_pull_says_what_it_kept_and_prune_removes_only_what_no_pull_holds(
+    daemon: Daemon, hub: FakeHub, models: Models
+) -> None:
+    repo = "ovembed-test/kept"
+    hub.cut_after("onnx/model.onnx_data", 0, times=6)
+    error = pull(daemon, f"hf.co/{repo}").json()["error"]
+    kept = daemon.models_dir / "downloads" / "models--ovembed-test--kept"
+    size = sum(p.stat().st_size for p in kept.rglob("*") if p.is_file() and not p.is_symlink())
+    assert size > 0
+    kept_text = f"the {human_bytes(size)} downloaded so far are kept"
+    assert error.endswith(f"pull again to resume: {kept_text} (`ovembed pull --prune` removes them)"), error
+
+    busy = "ovembed-test/busy"
+    network = models.tiny / "onnx" / "model.onnx"
+    hub.slow("onnx/model.onnx", network.stat().st_size / 3)  # a pull that runs for 3 s
+    running = threading.Thread(target=lambda: stream_pull(daemon, f"hf.co/{busy}"))
+    running.start()
+    wait_for(lambda: file_gets(hub, busy)["onnx/model.onnx"] == 1, 10, "the second pull to start downloading")
+    pruned = daemon.cli("pull", "--prune").stdout
+    running.join(60)
+
+    assert f"downloaded for hf.co/{repo}\n" in pruned and pruned.startswith("removed "), pruned
+    assert f"downloaded for hf.co/{busy}: a pull of it is running" in pruned, pruned
+    assert not kept.exists()
+    assert f"hf.co/{busy}:latest" in listed(daemon)  # pruning beside it did not harm it
+    assert daemon.cli("pull", "--prune").stdout == "no downloads are kept\n"
+    assert daemon.cli("pull", check=False).stderr.strip() == "Error: pull needs a MODEL, or --prune"
 
 
 # ---------------------------------------------------------------------------------------------- clients

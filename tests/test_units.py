@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from daemon.cli.humanize import human_bytes, human_time
+from daemon.cli.humanize import human_time
 from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
 from daemon.http.guard import host_allowed
 from daemon.http.views import parameter_size
 from daemon.inference.device import DeviceError, compile_config, pick_device
+from modelstore.sizes import human_bytes
 
 TYPES = {"CPU": "INTEGRATED", "GPU.0": "INTEGRATED", "GPU.1": "DISCRETE", "GPU": "INTEGRATED", "NPU": "INTEGRATED"}
 

@@ -1,21 +1,8 @@
-"""Ollama's CLI formats for sizes and times, so `ovembed list` reads like `ollama list`."""
+"""Ollama's CLI formats for times and tables, so `ovembed list` reads like `ollama list` (sizes: modelstore.sizes)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-
-_UNITS = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3))
-
-
-def human_bytes(size: int) -> str:
-    """Decimal units; whole numbers from 10 up, one decimal below ("45 MB", "9.9 MB")."""
-    for unit, scale in _UNITS:
-        if size >= scale:
-            value = size / scale
-            if value >= 10 or value.is_integer():
-                return f"{int(value)} {unit}"
-            return f"{value:.1f} {unit}"
-    return f"{size} B"
 
 
 def _duration(seconds: float) -> str:

@@ -12,9 +12,10 @@ from typing import Any, NoReturn
 import orjson
 
 from daemon.cli.client import CliError, call, pull_events
-from daemon.cli.humanize import human_bytes, human_time, table
+from daemon.cli.humanize import human_time, table
 from daemon.cli.progress import PullProgress
 from daemon.config import Settings
+from modelstore.sizes import human_bytes
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -150,6 +151,12 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     """Stream /api/pull into Ollama's progress display; an `error` line or a stream without `success` fails."""
+    if args.prune:
+        _prune_downloads(settings)
+    elif args.name is None:
+        raise CliError("pull needs a MODEL, or --prune")
+    if args.name is None:
+        return 0
     progress = PullProgress(sys.stderr, is_terminal=sys.stderr.isatty())
     succeeded = False
     try:
@@ -162,6 +169,20 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     if not succeeded:
         raise CliError("the pull stream ended without success")
     return 0
+
+
+def _prune_downloads(settings: Settings) -> None:
+    """In the store directly, like verify: the daemon may be stopped, and a running pull holds its files."""
+    from modelstore.downloads import prune
+    from modelstore.store import ModelStore
+
+    removed, in_use = prune(ModelStore(settings.models_dir).layout)
+    for kept in removed:
+        print(f"removed {human_bytes(kept.size)} downloaded for hf.co/{kept.repo}")
+    for kept in in_use:
+        print(f"kept {human_bytes(kept.size)} downloaded for hf.co/{kept.repo}: a pull of it is running")
+    if not removed and not in_use:
+        print("no downloads are kept")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,10 +202,15 @@ def _parser() -> argparse.ArgumentParser:
         "--weights",
         choices=("fp16", "fp32", "int8", "int4"),
         help="stored weights: as the source has them by default, fp16 for a safetensors checkpoint; from a "
-        "checkpoint, int8 (weight matrices per output channel) or int4 (per group of 128 inputs)",
+        "checkpoint, int8 (weight matrices per output channel) or int4 (per group of 32 inputs)",
     )
     pull = add("pull", cmd_pull, "Pull a model through the daemon")
-    pull.add_argument("name", metavar="MODEL")
+    pull.add_argument("name", metavar="MODEL", nargs="?")
+    pull.add_argument(
+        "--prune",
+        action="store_true",
+        help="first remove the files unfinished pulls kept for resuming (those of a pull still running stay)",
+    )
     add("list", cmd_list, "List models")
     add("ps", cmd_ps, "List loaded models")
     show = add("show", cmd_show, "Show a model's details")

@@ -73,6 +73,7 @@ class Err:
     MODEL_NOT_FOUND = Reply(404, 'model "{name}" not found')
     REQUEST_CANCELED = Reply(499, "request canceled")
     BODY_TOO_LARGE = Reply(413, "request body too large: this server accepts {limit} bytes (OVEMBED_MAX_BODY_BYTES)")
+    BODY_STALLED = Reply(408, "request body stalled: nothing arrived for {seconds} s (OVEMBED_READ_TIMEOUT)")
 
 
 # Exceptions raised below the edge, each mapped once; fields come from the exception's attributes, and

@@ -6,6 +6,7 @@ names the struct and field in its type errors; clients show those texts to peopl
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -190,17 +191,27 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 async def read_fields(request: Request, struct: str) -> Fields:
     """The request's JSON body as Fields, with Go's errors naming `api.<struct>`."""
-    return parse_body(await read_body(request, request.app.state.services.settings.max_body_bytes), struct)
+    settings = request.app.state.services.settings
+    return parse_body(await read_body(request, settings.max_body_bytes, settings.read_timeout), struct)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to pass `limit` bytes, before it is all held."""
+async def read_body(request: Request, limit: int, pause: float) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to pass `limit` bytes, before it is all held,
+    and with 408 when the client sends nothing for `pause` seconds on the way (a stalled body holds a slot)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise Err.BODY_TOO_LARGE(limit=limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout(pause):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise Err.BODY_STALLED(seconds=pause) from None
         size += len(chunk)
         if size > limit:
             raise Err.BODY_TOO_LARGE(limit=limit)
