@@ -1,11 +1,10 @@
-"""The two units as systemd itself judges them: `systemd-analyze verify` and `security`. Skips without systemd."""
+"""The two units as systemd rates them (`systemd-analyze security`); test_install.py verifies them installed."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -13,31 +12,9 @@ from tests.conftest import REPO
 
 UNITS = ("ovembed.service", "ovembed-provision.service")
 INSTALLED = "/opt/ovembed"
-# The executables the units start, relative to the install folder.
-EXECUTABLES = (".venv/bin/ovembed", ".venv/bin/opt_in_out", "scripts/provision")
 OK_EXPOSURE = 2.5  # systemd's own "OK" band ends here
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-
-
-def test_both_units_verify_with_their_executables_in_place(tmp_path: Path) -> None:
-    """The install folder is played by a temporary one holding stand-in executables."""
-    installed = tmp_path / "opt" / "ovembed"
-    for executable in EXECUTABLES:
-        path = installed / executable
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("#!/bin/sh\n")
-        path.chmod(0o755)
-    units = tmp_path / "units"
-    units.mkdir()
-    for unit in UNITS:
-        text = (REPO / "systemd" / unit).read_text(encoding="utf-8")
-        assert INSTALLED in text
-        (units / unit).write_text(text.replace(INSTALLED, str(installed)), encoding="utf-8")
-    verified = subprocess.run(
-        ["systemd-analyze", "verify", *UNITS], cwd=units, capture_output=True, text=True, timeout=60
-    )
-    assert (verified.returncode, verified.stderr.strip()) == (0, ""), verified.stderr
 
 
 @pytest.mark.parametrize("unit", UNITS)

@@ -1,0 +1,151 @@
+"""scripts/install for real, into a prefix: the venv, the units (verified by systemd where it is present),
+/etc/ovembed, a daemon that starts from it, a second run that keeps the operator's files, and an uninstall
+that keeps models and settings."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from daemon.config import Settings
+from tests.conftest import REPO, daemon_env, free_port, wait_until_up
+from tests.test_systemd import INSTALLED, UNITS
+
+INSTALL = REPO / "scripts" / "install"
+# The executables the units start, relative to the install folder.
+EXECUTABLES = (".venv/bin/ovembed", ".venv/bin/opt_in_out", "scripts/provision")
+
+
+def _install(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
+    done = subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _serves(prefix: Path, root: Path) -> None:
+    """The installed ovembed answers, then exits 0 on SIGTERM as the unit expects."""
+    port = free_port()
+    env = daemon_env(root / "models", port)
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "daemon.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(prefix / "usr/local/bin/ovembed"), "serve"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", process, log)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=10).json()["version"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One install under a prefix, for the tests that only read it."""
+    prefix = tmp_path_factory.mktemp("install") / "root"
+    _install("--prefix", str(prefix))
+    return prefix
+
+
+def test_what_the_units_start_is_where_they_look(installed: Path) -> None:
+    opt = installed / "opt" / "ovembed"
+    for executable in EXECUTABLES:
+        assert os.access(opt / executable, os.X_OK), executable
+    for unit in UNITS:
+        assert (installed / "etc/systemd/system" / unit).read_text() == (REPO / "systemd" / unit).read_text()
+    for name in ("ovembed.env", "models"):
+        assert (installed / "etc/ovembed" / name).read_text() == (REPO / "systemd" / name).read_text()
+    assert (installed / "usr/local/bin/ovembed").resolve() == (opt / ".venv/bin/ovembed").resolve()
+
+
+def test_the_installed_daemon_serves_and_stops_as_the_unit_expects(installed: Path, tmp_path: Path) -> None:
+    _serves(installed, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_installed_units_verify_with_the_installed_executables(installed: Path) -> None:
+    """systemd-analyze checks that each Exec path exists; the prefix stands in for /."""
+    units = installed / "etc/systemd/system"
+    for unit in UNITS:
+        text = (units / unit).read_text(encoding="utf-8")
+        assert INSTALLED in text
+        (units / unit).write_text(text.replace(INSTALLED, str(installed / "opt/ovembed")), encoding="utf-8")
+    try:
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", *UNITS], cwd=units, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        for unit in UNITS:
+            shutil.copyfile(REPO / "systemd" / unit, units / unit)
+    assert (verified.returncode, verified.stderr.strip()) == (0, ""), verified.stderr
+
+
+def test_installing_again_keeps_the_operators_files_and_uninstalling_keeps_settings(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    opt = prefix / "opt" / "ovembed"
+    etc = prefix / "etc" / "ovembed"
+    _install("--prefix", str(prefix))
+    (etc / "ovembed.env").write_text("OVEMBED_DEVICE=CPU\n")
+    (etc / "models").write_text("nomic-embed-text\n")
+
+    again = _install("--prefix", str(prefix))
+    assert f"keeping {etc}/ovembed.env" in again.stdout and f"keeping {etc}/models" in again.stdout
+    assert (etc / "ovembed.env").read_text() == "OVEMBED_DEVICE=CPU\n"
+    assert (etc / "models").read_text() == "nomic-embed-text\n"
+    _serves(prefix, tmp_path / "state")
+
+    gone = _install("--prefix", str(prefix), "--uninstall")
+    assert not opt.exists() and not (prefix / "usr/local/bin/ovembed").is_symlink()
+    assert not any((prefix / "etc/systemd/system" / unit).exists() for unit in UNITS)
+    assert (etc / "ovembed.env").read_text() == "OVEMBED_DEVICE=CPU\n"
+    assert "Kept: the settings" in gone.stdout
+    _install("--prefix", str(prefix), "--uninstall")  # and again: nothing left to remove is no error
+
+
+def test_a_dry_run_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    planned = _install("--prefix", str(prefix), "--dry-run").stdout
+    assert f"+ {prefix}/opt/ovembed/.venv/bin/pip install --quiet --upgrade {REPO}" in planned
+    assert f"+ install -m 0644 {REPO}/systemd/ovembed.service {prefix}/etc/systemd/system/ovembed.service" in planned
+    assert not prefix.exists()
+
+
+def _settings_read() -> dict[str, str | None]:
+    """Each variable config.py reads, with the Settings field it fills directly (None when read otherwise)."""
+    tree = ast.parse((REPO / "daemon" / "config.py").read_text())
+    read: dict[str, str | None] = {}
+    for node in ast.walk(tree):
+        called = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("_env", "_int_env")
+        if called and isinstance(node.args[0], ast.Constant):  # not _int_env's own `_env(name)`
+            read[str(node.args[0].value)] = None
+    for node in ast.walk(tree):  # from_env's `field=_int_env("NAME", ...)` keywords
+        if isinstance(node, ast.keyword) and isinstance(node.value, ast.Call) and node.value.args:
+            first = node.value.args[0]
+            if isinstance(first, ast.Constant) and first.value in read:
+                read[str(first.value)] = node.arg
+    return read
+
+
+def test_the_env_file_and_the_readme_list_every_setting_with_its_default() -> None:
+    env_file = (REPO / "systemd" / "ovembed.env").read_text()
+    readme = (REPO / "README.md").read_text()
+    listed = dict(re.findall(r"^#([A-Z_]+)=(.*)$", env_file, re.MULTILINE))
+    defaults = Settings()
+    read = _settings_read()
+    assert len(read) >= 20
+    for variable, field in read.items():
+        assert variable in listed, f"{variable} is not in systemd/ovembed.env"
+        assert f"| `{variable}` |" in readme, f"{variable} is not in README's Configuration table"
+        default = getattr(defaults, field) if field else None
+        if isinstance(default, int) and not isinstance(default, bool):
+            assert listed[variable] == str(default), (variable, listed[variable], default)
