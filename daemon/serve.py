@@ -1,15 +1,17 @@
 """`ovembed serve`: build the services, then hand the app to uvicorn until a signal stops it.
 
 SIGTERM or SIGINT stops accepting connections, ends running pulls (their finished files stay for the next
-pull), lets the requests in flight finish for up to OVEMBED_SHUTDOWN_TIMEOUT seconds, then exits 0. A second
-signal exits at once.
+pull), lets the requests in flight finish for up to OVEMBED_SHUTDOWN_TIMEOUT seconds, answers those still
+running 503, then exits 0. A second signal exits at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -20,19 +22,28 @@ from daemon.http.app import create_app
 from daemon.http.connection import HeadDeadlineProtocol
 from daemon.services import Services
 
+# uvicorn cancels what still runs this long after the daemon's own bound: a backstop that leaves time for the
+# requests the bound ended to be answered.
+_BACKSTOP_SECONDS = 2
+
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, told when shutdown begins, ending with exit status 0 rather than the signal."""
+    """uvicorn's server, telling the services when shutdown begins, ending with exit status 0, not the signal."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
             self.force_exit = True  # uvicorn forces on a second SIGINT only; systemd sends SIGTERM
-        else:
-            self._on_shutdown()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_shutdown)  # a signal handler: the loop runs it next
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -60,8 +71,8 @@ def serve(settings: Settings) -> None:
         port=settings.listen.port,
         log_level="info",
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=settings.shutdown_timeout + _BACKSTOP_SECONDS,
         limit_concurrency=settings.max_connections,
         http=functools.partial(HeadDeadlineProtocol, head_timeout=settings.read_timeout),
     )
-    _Server(config, services.pulls.stop).run()
+    _Server(config, services.begin_stop).run()

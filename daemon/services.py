@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -83,6 +84,12 @@ class Services:
         self.store.delete(record)
         self.residency.retire(record)
         self.engine.prune_cache({r.digest for r in self.store.list()})
+
+    def begin_stop(self) -> None:
+        """The first signal: pulls end now, and embeddings still running after OVEMBED_SHUTDOWN_TIMEOUT end
+        with Stopping, so each is answered rather than cut off."""
+        self.pulls.stop()
+        asyncio.get_running_loop().call_later(self.settings.shutdown_timeout, self.embedder.stop)
 
     async def close(self) -> None:
         await self.pulls.close()

@@ -229,6 +229,8 @@ SOCKET_ONLY = {
     "ClientDisconnect": "tests/test_api_embed.py::test_a_client_that_hangs_up_mid_body_is_one_quiet_499",
     "PullUnsupported": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
     "ShuttingDown": "tests/test_pull.py::test_sigterm_answers_requests_in_flight_ends_the_pull_and_exits_0",
+    "Stopping": "tests/test_load.py::"
+    "test_requests_still_running_at_the_shutdown_bound_are_answered_503_and_the_daemon_exits_0",
     "BODY_STALLED": "tests/test_api_embed.py::test_stalled_clients_lose_their_connection_and_a_slow_one_is_served",
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -432,3 +433,32 @@ def test_a_hang_up_with_keep_alive_0_still_unloads(minilm_fp32_daemon: Daemon) -
         for i, got in enumerate(results):
             assert_match(texts[i : i + 3], got, expected, f"reload {i}")
         assert ps_names(http).count("all-minilm:latest") == 1
+
+
+def test_requests_still_running_at_the_shutdown_bound_are_answered_503_and_the_daemon_exits_0(
+    tmp_path: Path,
+) -> None:
+    """OVEMBED_SHUTDOWN_TIMEOUT=1 with four 1,500-text requests in flight: each gets Ollama-style JSON, none a
+    500 or a reset, the log holds no traceback, and the process exits 0 soon after the bound."""
+    texts = [f"text number {n} about the water and the river" for n in range(1500)]
+    with running_minilm(tmp_path, OVEMBED_PRECISION="fp32", OVEMBED_SHUTDOWN_TIMEOUT="1") as daemon:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            embeds = [
+                pool.submit(
+                    httpx.post, f"{daemon.url}/api/embed", json={"model": "all-minilm", "input": texts}, timeout=60
+                )
+                for _ in range(4)
+            ]
+            time.sleep(1.0)
+            assert not any(f.done() for f in embeds), "the embeds ended before the signal; make them bigger"
+            signalled = time.monotonic()
+            daemon.process.send_signal(signal.SIGTERM)
+            status = daemon.process.wait(timeout=30)
+            stopped_in = time.monotonic() - signalled
+            answers = [f.result() for f in embeds]
+        log = daemon.log()
+    assert status == 0 and stopped_in < 5, (status, stopped_in)
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (503, {"error": "ovembed is shutting down and could not finish this request in time; send it again later"})
+    ] * 4
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]

@@ -23,6 +23,7 @@ from daemon.inference.errors import (
     ModelLoadFailed,
     NonFiniteEmbedding,
     QueueFull,
+    Stopping,
     TooManyInputs,
 )
 from daemon.shared_pulls import ShuttingDown
@@ -80,6 +81,7 @@ class Err:
 # `{message}` is its own text. Looked up along the class's MRO, so a subclass row wins over its base.
 RAISED: dict[type[Exception], Reply] = {
     QueueFull: Reply(503, "server busy, please try again.  maximum pending requests exceeded"),
+    Stopping: Reply(503, "ovembed is shutting down and could not finish this request in time; send it again later"),
     TooManyInputs: Reply(400, "too many inputs: {count}, this server accepts {limit} per request (OVEMBED_MAX_INPUTS)"),
     InputTooLong: Reply(400, "the input length exceeds the context length"),
     ContextTooSmall: Reply(400, "input after truncation exceeds maximum context length"),

@@ -6,13 +6,14 @@ and the non-finite check are done once, as TEI does them in its core, not in eac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from daemon.inference.admission import Admission
-from daemon.inference.errors import NonFiniteEmbedding, TooManyInputs
+from daemon.inference.errors import NonFiniteEmbedding, Stopping, TooManyInputs
 from daemon.inference.residency import Residency
 from daemon.metrics import EMBEDDED_TEXTS, EMBEDDED_TOKENS
 from modelstore.store import ModelRecord
@@ -70,12 +71,36 @@ class Embedder:
         self.admission = admission
         self.residency = residency
         self.max_inputs = max_inputs
+        self._running: set[asyncio.Task[object]] = set()
+        self._stopped: set[asyncio.Task[object]] = set()
+
+    def stop(self) -> None:
+        """End every embedding still running with Stopping: the shutdown bound has passed."""
+        for task in self._running:
+            self._stopped.add(task)
+            task.cancel()
 
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         """Vectors for `texts`; an empty list only loads the model, which is Ollama's preload idiom.
 
         The request holds its place in the queue from before its model loads, as Ollama's scheduler counts it.
+        Raises Stopping when stop() ends it.
         """
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            return await self._embed(record, texts, options)
+        except asyncio.CancelledError:
+            if task not in self._stopped:
+                raise  # the client left, or the loop is closing: not ours to answer
+            task.uncancel()
+            raise Stopping("the shutdown bound passed before the texts were embedded") from None
+        finally:
+            self._running.discard(task)
+            self._stopped.discard(task)
+
+    async def _embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         if len(texts) > self.max_inputs:
             raise TooManyInputs(len(texts), self.max_inputs)
         limit = context_limit(record, options.num_ctx)

@@ -6,6 +6,10 @@ The HTTP edge maps each class to Ollama's status and text (daemon/http/errors.py
 from __future__ import annotations
 
 
+class Stopping(Exception):
+    """The daemon is stopping, and its shutdown bound passed before this request's texts were done."""
+
+
 class QueueFull(Exception):
     """OLLAMA_MAX_QUEUE requests are already waiting."""
 
