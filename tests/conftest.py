@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,6 +108,16 @@ def start_daemon(root: Path, **extra_env: str) -> Daemon:
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url, process, log_path)
     return Daemon(url=url, models_dir=models_dir, env=env, process=process, log_path=log_path)
+
+
+def sigterm_while_busy(daemon: Daemon, busy: list[Future[Any]]) -> tuple[int, float]:
+    """SIGTERM once `busy` has been running a second (and is still running): exit status and seconds to exit."""
+    time.sleep(1.0)
+    assert not any(f.done() for f in busy), "the work ended before the signal; make it bigger"
+    signalled = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    status = daemon.process.wait(timeout=30)
+    return status, time.monotonic() - signalled
 
 
 def stop_daemon(daemon: Daemon) -> None:

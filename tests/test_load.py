@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import REFERENCE, Daemon, require_shared, running_minilm
+from tests.conftest import REFERENCE, Daemon, require_shared, running_minilm, sigterm_while_busy
 from tests.tinymodel import COMMON_WORDS, reference_vectors
 
 T = TypeVar("T")
@@ -449,12 +448,7 @@ def test_requests_still_running_at_the_shutdown_bound_are_answered_503_and_the_d
                 )
                 for _ in range(4)
             ]
-            time.sleep(1.0)
-            assert not any(f.done() for f in embeds), "the embeds ended before the signal; make them bigger"
-            signalled = time.monotonic()
-            daemon.process.send_signal(signal.SIGTERM)
-            status = daemon.process.wait(timeout=30)
-            stopped_in = time.monotonic() - signalled
+            status, stopped_in = sigterm_while_busy(daemon, embeds)
             answers = [f.result() for f in embeds]
         log = daemon.log()
     assert status == 0 and stopped_in < 5, (status, stopped_in)
