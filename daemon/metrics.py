@@ -36,6 +36,7 @@ REQUEST_SECONDS = _histogram(
 )
 EMBEDDED_TEXTS = _counter("embedded_texts", "Texts embedded")
 EMBEDDED_TOKENS = _counter("embedded_tokens", "Tokens that went through a network")
+RERANKED_PAIRS = _counter("reranked_pairs", "Query and document pairs scored by a reranker")
 
 # The queue and the batcher.
 WAITING_REQUESTS = _gauge("waiting_requests", "Requests holding a place in OLLAMA_MAX_QUEUE")

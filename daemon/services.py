@@ -13,11 +13,14 @@ from daemon.inference.admission import Admission
 from daemon.inference.batcher import BatchLimits
 from daemon.inference.embed import Embedder, EmbedOptions
 from daemon.inference.engine import Engine
+from daemon.inference.gate import Gate
+from daemon.inference.rerank import Reranker, RerankOptions
 from daemon.inference.residency import Residency
 from daemon.shared_pulls import SharedPulls
 from modelstore.downloads import kept_downloads, sweep_partials
 from modelstore.names import InvalidName, parse_name
 from modelstore.pull import Puller
+from modelstore.spec import RERANK
 from modelstore.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,9 @@ class Services:
     store: ModelStore
     engine: Engine
     residency: Residency
+    gate: Gate
     embedder: Embedder
+    reranker: Reranker
     pulls: SharedPulls
 
     @classmethod
@@ -59,9 +64,10 @@ class Services:
                 )
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
-        embedder = Embedder(Admission(settings.max_queue), residency, settings.max_inputs)
+        gate = Gate(Admission(settings.max_queue), residency, settings.max_inputs)
+        embedder, reranker = Embedder(gate), Reranker(gate)
         pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
-        return cls(settings, store, engine, residency, embedder, pulls)
+        return cls(settings, store, engine, residency, gate, embedder, reranker, pulls)
 
     async def preload(self) -> None:
         """OVEMBED_PRELOAD's models, loaded one after another and kept; a name that fails is logged, not fatal."""
@@ -73,7 +79,10 @@ class Services:
                 log.warning("OVEMBED_PRELOAD names %s, which is not in the store; pull it first", text)
                 continue
             try:
-                await self.embedder.embed(record, [], EmbedOptions(keep_alive=math.inf))
+                if record.spec.task == RERANK:
+                    await self.reranker.rerank(record, "", [], RerankOptions(keep_alive=math.inf))
+                else:
+                    await self.embedder.embed(record, [], EmbedOptions(keep_alive=math.inf))
             except Exception as exc:  # one bad model must not stop the others, nor the daemon
                 log.warning("OVEMBED_PRELOAD could not load %s: %s", text, exc)
             else:
@@ -86,10 +95,10 @@ class Services:
         self.engine.prune_cache({r.digest for r in self.store.list()})
 
     def begin_stop(self) -> None:
-        """The first signal: pulls end now, and embeddings still running after OVEMBED_SHUTDOWN_TIMEOUT end
-        with Stopping, so each is answered rather than cut off."""
+        """The first signal: pulls end now, and embeddings and reranks still running after
+        OVEMBED_SHUTDOWN_TIMEOUT end with Stopping, so each is answered rather than cut off."""
         self.pulls.stop()
-        asyncio.get_running_loop().call_later(self.settings.shutdown_timeout, self.embedder.stop)
+        asyncio.get_running_loop().call_later(self.settings.shutdown_timeout, self.gate.stop)
 
     async def close(self) -> None:
         await self.pulls.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelstore.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
-from modelstore.spec import ModelDescription
+from modelstore.spec import RERANK, ModelDescription
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ _QWEN3_QUERY = "Instruct: Given a web search query, retrieve relevant passages t
 _NOMIC_PROMPTS = {"query": "search_query: ", "document": "search_document: "}
 
 
-ENTRIES: tuple[CatalogEntry, ...] = (
+EMBEDDERS: tuple[CatalogEntry, ...] = (
     # all-minilm: num_ctx 256 is on the l6-v2 page; assumed the same params blob for the L12 tags (verify).
     # "v2" -> L6 is unconfirmed: the tag exists (10 tags on the page), its size was not seen.
     CatalogEntry(
@@ -277,6 +277,33 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         ),
     ),
 )
+
+
+def _reranker(architecture: str, context_length: int) -> ModelDescription:
+    """A cross-encoder: one logit on the first token, sigmoid for its relevance score, as CrossEncoder scores."""
+    return ModelDescription(
+        architecture=architecture,
+        pooling="cls",
+        normalize=False,
+        context_length=context_length,
+        dimension=1,
+        task=RERANK,
+        score_activation="sigmoid",
+    )
+
+
+# Rerankers: Ollama's library has none, so these short names are ovembed's own (any cross-encoder repo also
+# pulls as hf.co/ORG/REPO). Context: the repos' tokenizer limits, which CrossEncoder truncates at.
+RERANKERS: tuple[CatalogEntry, ...] = (
+    CatalogEntry("bge-reranker-v2-m3", ("latest", "568m"), "BAAI/bge-reranker-v2-m3", _reranker("xlm-roberta", 8192)),
+    CatalogEntry("bge-reranker-base", ("latest", "278m"), "BAAI/bge-reranker-base", _reranker("xlm-roberta", 512)),
+    CatalogEntry("bge-reranker-large", ("latest", "560m"), "BAAI/bge-reranker-large", _reranker("xlm-roberta", 512)),
+    CatalogEntry(
+        "ms-marco-minilm", ("latest", "l6", "l6-v2"), "cross-encoder/ms-marco-MiniLM-L6-v2", _reranker("bert", 512)
+    ),
+    CatalogEntry("ms-marco-minilm", ("l12", "l12-v2"), "cross-encoder/ms-marco-MiniLM-L12-v2", _reranker("bert", 512)),
+)
+ENTRIES = (*EMBEDDERS, *RERANKERS)
 
 _INDEX: dict[tuple[str, str], CatalogEntry] = {
     (entry.model.casefold(), tag.casefold()): entry for entry in ENTRIES for tag in entry.tags

@@ -14,9 +14,12 @@ import openvino as ov
 
 from modelstore.build import WEIGHT_FORMATS, ArchitectureError, ReadProgress, WeightsError, build_network
 from modelstore.layout import IR_FILE, REPO_CHECKPOINTS, REPO_NETWORKS, first_present, is_checkpoint
+from modelstore.spec import EMBED, RERANK
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
+# What the engine reads from the network it loads, per task: the per-token states, or a reranker's logits.
+OUTPUT_NAME = {EMBED: "last_hidden_state", RERANK: "logits"}
 _WEIGHT_TYPES = {
     ov.Type.f32: "fp32",
     ov.Type.f16: "fp16",
@@ -61,16 +64,18 @@ def find_network(folder: Path, weights: str | None = None) -> Path:
     return network
 
 
-def _token_output(model: ov.Model) -> ov.Output:
-    """The per-token hidden states: by name first, else the only rank-3 output."""
+def _network_output(model: ov.Model, task: str) -> ov.Output:
+    """The per-token hidden states, or a reranker's logits: by name first, else the only output of their rank."""
+    wanted, rank = (set(_OUTPUT_NAMES), 3) if task == EMBED else ({OUTPUT_NAME[RERANK]}, 2)
     for output in model.outputs:
-        if output.get_names() & set(_OUTPUT_NAMES):
+        if output.get_names() & wanted:
             return output
-    rank3 = [o for o in model.outputs if o.get_partial_shape().rank.get_length() == 3]
-    if len(rank3) == 1:
-        return rank3[0]
+    of_rank = [o for o in model.outputs if o.get_partial_shape().rank.get_length() == rank]
+    if len(of_rank) == 1:
+        return of_rank[0]
     names = ", ".join(sorted(n for o in model.outputs for n in o.get_names())) or "(unnamed)"
-    raise ConversionError(f"network outputs are {names}; expected last_hidden_state [batch, tokens, hidden]")
+    expected = "last_hidden_state [batch, tokens, hidden]" if task == EMBED else "logits [batch, labels]"
+    raise ConversionError(f"network outputs are {names}; expected {expected}")
 
 
 def _weights(model: ov.Model) -> tuple[str, int]:
@@ -91,14 +96,19 @@ def _weights(model: ov.Model) -> tuple[str, int]:
 
 
 def convert_network(
-    source: Path, destination: Path, weights: str | None = None, progress: ReadProgress | None = None
+    source: Path,
+    destination: Path,
+    weights: str | None = None,
+    progress: ReadProgress | None = None,
+    task: str = EMBED,
 ) -> NetworkInfo:
     """Read or build the source network and save it as IR in `destination`.
 
     ONNX external data is found beside the .onnx file. By default read networks keep the precision their
     weights came in (fp16-compressed IR stays compressed, fp32 ONNX stays fp32) and built networks get fp16
     weights; `weights` asks for fp16 or fp32 where the source has fp32, or, for a checkpoint, int8 or int4 weight
-    matrices. The engine decides the compute precision. `progress` follows a checkpoint being built.
+    matrices. The engine decides the compute precision. `progress` follows a checkpoint being built. `task`
+    says which output the engine reads: per-token states, or a reranker's logits.
     """
     if weights not in (None, *WEIGHT_FORMATS):
         raise ConversionError(f"weights {weights!r} is not one of {', '.join(WEIGHT_FORMATS)}")
@@ -118,13 +128,13 @@ def convert_network(
     missing = [name for name in _REQUIRED_INPUTS if name not in inputs]
     if missing:
         raise ConversionError(f"network inputs are {', '.join(sorted(inputs))}; missing {', '.join(missing)}")
-    output = _token_output(model)
+    output = _network_output(model, task)
     if len(model.outputs) != 1:
         model = ov.Model([output], model.get_parameters(), model.get_friendly_name())
         output = model.output(0)
-    output.get_tensor().set_names({"last_hidden_state"})
-    shape = output.get_partial_shape()
-    dimension = shape[2].get_length() if shape[2].is_static else None
+    output.get_tensor().set_names({OUTPUT_NAME[task]})
+    last = output.get_partial_shape()[-1]
+    dimension = last.get_length() if last.is_static else None
     ov.save_model(model, destination / IR_FILE, compress_to_fp16=compress)
     # Only a compression at save time changes the weights from those of the model in memory.
     precision, parameters = _weights(core.read_model(destination / IR_FILE) if compress else model)

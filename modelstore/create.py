@@ -128,7 +128,7 @@ def create_from_folder(
         # Told apart before the staging folders go: OpenVINO's error is a full disk only while it is full.
         try:
             try:
-                info = convert_network(_readable(network, scratch), staged, weights, progress)
+                info = convert_network(_readable(network, scratch), staged, weights, progress, description.task)
             except ConversionError as exc:
                 raise CreateError(str(exc)) from exc
             if patched is None:

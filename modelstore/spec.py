@@ -6,6 +6,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 POOLING_MODES = ("mean", "cls", "lasttoken")
+# What a model is for: embedding texts, or scoring (query, document) pairs as a cross-encoder does.
+EMBED = "embed"
+RERANK = "rerank"
+# How a cross-encoder's logit becomes its relevance score, as sentence-transformers' CrossEncoder applies it.
+SCORE_ACTIVATIONS = ("sigmoid", "identity")
+
+
+def is_cross_encoder(config: dict[str, Any]) -> bool:
+    """A transformers config.json for a sequence classifier: a reranker, scoring the pair it is given."""
+    return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or ())
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,9 @@ class ModelDescription:
     prompts: dict[str, str] = field(default_factory=dict)
     # sentence-transformers Dense modules after pooling, by their activation; weights in layout.dense_file(i).
     dense: tuple[str, ...] = ()
+    task: str = EMBED
+    # A reranker's activation on its one logit (its `dimension` is 1); empty for an embedding model.
+    score_activation: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,4 +64,6 @@ class ModelSpec(ModelDescription):
             parameter_count=int(data["parameter_count"]),
             prompts=dict(data.get("prompts") or {}),
             dense=tuple(str(a) for a in data.get("dense") or ()),
+            task=str(data.get("task") or EMBED),
+            score_activation=str(data.get("score_activation") or ""),
         )

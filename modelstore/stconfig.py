@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelstore.spec import ModelDescription
+from modelstore.spec import RERANK, ModelDescription, is_cross_encoder
 
 # sentence-transformers 2-5 wrote `sentence_transformers.models.Pooling`; 6 writes
 # `sentence_transformers.sentence_transformer.modules.pooling.Pooling`: modules are known by class name.
@@ -126,6 +126,47 @@ def _positions(model_config: dict[str, Any]) -> int | None:
     return positions - 2 if model_config.get("model_type") in _PADDING_OFFSET_TYPES else positions
 
 
+_SCORE_ACTIVATION_CLASSES = {
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.linear.Identity": "identity",
+}
+
+
+def _score_activation(model_config: dict[str, Any]) -> str:
+    """What CrossEncoder applies to the logit: the class its config names (version 4 on, or before), else sigmoid
+    for one label; ovembed scores with one relevance logit only."""
+    labels = len(model_config.get("id2label") or {}) or int(model_config.get("num_labels", 1))
+    if labels != 1:
+        raise ConfigError(f"a cross-encoder with {labels} labels: ovembed reranks with one relevance logit")
+    named = (model_config.get("sentence_transformers") or {}).get("activation_fn") or model_config.get(
+        "sbert_ce_default_activation_function"
+    )
+    if named is None:
+        return "sigmoid"
+    activation = _SCORE_ACTIVATION_CLASSES.get(str(named))
+    if activation is None:
+        raise ConfigError(f"cross-encoder activation {named!r} is not applied by ovembed (sigmoid or identity)")
+    return activation
+
+
+def describe_cross_encoder(
+    folder: Path, model_config: dict[str, Any], fallback: ModelDescription | None = None
+) -> ModelDescription:
+    """A reranker: one score per (query, document) pair, from the classifier head on the first token; a
+    catalog entry's context caps the repo's."""
+    modules = _load(folder / "modules.json") or []
+    context = _context_length(folder, modules, model_config)
+    return ModelDescription(
+        architecture=str(model_config.get("model_type") or "unknown"),
+        pooling="cls",
+        normalize=False,
+        context_length=min(context, fallback.context_length) if fallback else context,
+        dimension=1,
+        task=RERANK,
+        score_activation=_score_activation(model_config),
+    )
+
+
 def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> ModelDescription:
     """What a sentence-transformers-style folder says about its model.
 
@@ -133,9 +174,11 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> Mod
     folder is silent on, e.g. a pre-converted mirror without modules.json; without one, sentence-transformers'
     own defaults apply (mean, no Normalize).
     """
+    model_config = _load(folder / "config.json") or {}
+    if is_cross_encoder(model_config):
+        return describe_cross_encoder(folder, model_config, fallback)
     modules_data = _load(folder / "modules.json")
     modules = modules_data or []
-    model_config = _load(folder / "config.json") or {}
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}
     architectures = model_config.get("architectures") or []
     architecture = model_config.get("model_type") or (architectures[0] if architectures else None)

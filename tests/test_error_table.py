@@ -24,6 +24,7 @@ from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
 from tests.contract import NATIVE_JSON
+from tests.test_convert import FIXTURES
 from tests.tinymodel import build_faulty_model
 
 LONG_TEXT = " ".join(["water"] * 200)
@@ -58,6 +59,8 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
         store, parse_name("unweighted"), build_faulty_model(root / "unweighted", "nan", hidden=4)
     )
     (unweighted.path / "openvino_model.bin").unlink()
+    for name in ("reranker", "reranker-too"):  # two, so TEI's unnamed model is ambiguous
+        create_from_folder(store, parse_name(name), FIXTURES / "bert-rerank")
     return root
 
 
@@ -86,6 +89,39 @@ def every_row() -> set[str]:
 
 # Each row, and one request that must reach it: (row, method, path, body as bytes or JSON, status, text).
 CASES: list[tuple[str, str, str, Any, int, str]] = [
+    (
+        "WrongTask",
+        "POST",
+        "/api/embed",
+        {"model": "reranker", "input": "x"},
+        400,
+        '"reranker:latest" does not support embedding',
+    ),
+    (
+        "DOCUMENTS_TYPE",
+        "POST",
+        "/api/rerank",
+        {"model": "reranker", "query": "q", "documents": "a"},
+        400,
+        "documents must be a list of strings",
+    ),
+    ("QUERY_REQUIRED", "POST", "/api/rerank", {"model": "reranker", "documents": ["a"]}, 400, "query is required"),
+    (
+        "TOP_N_NEGATIVE",
+        "POST",
+        "/api/rerank",
+        {"model": "reranker", "query": "q", "documents": ["a"], "top_n": -1},
+        400,
+        "top_n must be 0 (all) or more, not -1",
+    ),
+    (
+        "RERANKER_UNNAMED",
+        "POST",
+        "/rerank",
+        {"query": "q", "texts": ["a"]},
+        400,
+        'name the reranker in "model": 2 are installed, and only one can be the default',
+    ),
     ("MISSING_BODY", "POST", "/api/embed", b"", 400, "missing request body"),
     ("BAD_JSON", "POST", "/api/embed", b'{"model": "tiny"', 400, "unexpected EOF"),
     ("MODEL_REQUIRED", "POST", "/api/embeddings", {"model": "", "prompt": "x"}, 400, "model is required"),
@@ -257,6 +293,9 @@ def test_each_row_answers_ollamas_status_and_text(
         assert response.headers["content-type"] == "application/json"
         assert error["type"] == {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
         message = error["message"]
+    elif path == "/rerank":  # TEI's shape
+        assert response.json()["error_type"] == "validation" if status < 500 else "backend"
+        message = response.json()["error"]
     else:
         assert response.headers["content-type"] == NATIVE_JSON
         assert list(response.json()) == ["error"]

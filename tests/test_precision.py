@@ -11,11 +11,12 @@ import pytest
 
 from daemon.inference.device import PRECISION_HINTS
 from daemon.inference.engine import COMPILED_FOLDER, PRECISION_FILE, Engine
-from daemon.inference.precision import Trial, candidates, pick
+from daemon.inference.precision import MIN_SCORE_CORRELATION, Trial, candidates, pick, worst_cosine
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelRecord, ModelStore
 from tests.conftest import start_daemon, stop_daemon
+from tests.test_convert import FIXTURES
 from tests.tinymodel import build_faulty_model
 
 TEXTS = ["the water", "a small house by the sea", "hello"]
@@ -192,3 +193,26 @@ def test_a_deleted_model_takes_its_compile_cache_and_choice_with_it(tmp_path: Pa
         assert not any(key.startswith(digest) for key in json.loads((cache / PRECISION_FILE).read_text()))
     finally:
         stop_daemon(running)
+
+
+def test_auto_measures_a_reranker_on_its_scores(tmp_path: Path) -> None:
+    """The probe pairs each probe text with a query; the scores across them are held to fp32's. This fixture's
+    head is drawn wide, so bf16 moves its scores (measured 0.89 on an AMX CPU) and must not be chosen there."""
+    record = create_from_folder(ModelStore(tmp_path / "store"), parse_name("rerank"), FIXTURES / "xlm-roberta-rerank")
+    cache = tmp_path / "cache"
+    model = Engine("CPU", "auto", "THROUGHPUT", cache).load(record)
+    (entry,) = json.loads((cache / PRECISION_FILE).read_text(encoding="utf-8")).values()
+    assert entry["precision"] == model.precision
+    fp32 = entry["trials"][0]
+    assert fp32["precision"] == "fp32" and fp32["cosine"] == pytest.approx(1.0) == fp32["invariance"]
+    chosen = next(t for t in entry["trials"] if t["precision"] == model.precision)
+    assert chosen["bar"] == MIN_SCORE_CORRELATION
+    assert chosen["cosine"] >= MIN_SCORE_CORRELATION and chosen["invariance"] >= MIN_SCORE_CORRELATION
+    assert all(-1.0 <= t["cosine"] <= 1.0 + 1e-9 for t in entry["trials"])
+
+
+def test_a_cosine_of_scores_compares_them_across_texts() -> None:
+    scores = np.array([[2.0], [-1.0], [0.5]])
+    assert worst_cosine(scores, scores) == pytest.approx(1.0)
+    assert worst_cosine(scores, -scores) == pytest.approx(-1.0)
+    assert worst_cosine(scores, scores[[1, 0, 2]]) < 0  # the same numbers in another order: another ranking

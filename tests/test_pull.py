@@ -152,6 +152,7 @@ class Models:
             shutil.copytree(FIXTURES / "bert-dense", root / "dense"), (*PICKLES, "2_Dense/pytorch_model.bin")
         )
         (self.sharded / "model-00009-of-00009.safetensors").write_bytes(b"a stray shard the index does not name")
+        self.reranker = _add_unused_weights(shutil.copytree(FIXTURES / "bert-rerank", root / "reranker"), PICKLES)
         self.gpt2 = _with_config(FIXTURES / "bert-mean", root / "gpt2", model_type="gpt2")
         self.yarn = _with_config(
             FIXTURES / "qwen3-lasttoken", root / "yarn", rope_parameters={"rope_type": "yarn", "factor": 4.0}
@@ -197,6 +198,7 @@ REPOS = {
     "ovembed-test/gpt2": "gpt2",
     "ovembed-test/yarn": "yarn",
     "ovembed-test/dense": "dense",
+    "ovembed-test/reranker": "reranker",
 }
 GATED = "ovembed-test/gated"
 
@@ -456,6 +458,25 @@ def test_a_safetensors_only_repo_is_converted_by_ovembed(
     _assert_cosines(embed(daemon, f"hf.co/{repo}", texts), expected, MIN_COSINE)
     shown = httpx.post(f"{daemon.url}/api/show", json={"model": f"hf.co/{repo}"}, timeout=30).json()
     assert shown["details"]["quantization_level"] == "FP16"  # converted checkpoints store fp16 weights
+
+
+def test_a_cross_encoder_repo_pulls_as_a_reranker_that_scores_as_its_create_does(
+    daemon: Daemon, hub: FakeHub, models: Models
+) -> None:
+    repo = "ovembed-test/reranker"
+    assert pull(daemon, f"hf.co/{repo}").json() == {"status": "success"}
+    assert file_gets(hub, repo)["model.safetensors"] == 1 and not file_gets(hub, repo)["pytorch_model.bin"]
+    daemon.create("reranker-created", models.reranker)
+    query, documents = "why is the sky blue?", ["blue light scatters", "a fox", "the sky at noon"]
+
+    def scores(model: str) -> list[tuple[int, float]]:
+        body = {"model": model, "query": query, "documents": documents}
+        results = httpx.post(f"{daemon.url}/api/rerank", json=body, timeout=30).json()["results"]
+        return [(r["index"], r["relevance_score"]) for r in results]
+
+    assert scores(f"hf.co/{repo}") == scores("reranker-created")
+    shown = httpx.post(f"{daemon.url}/api/show", json={"model": f"hf.co/{repo}"}, timeout=30).json()
+    assert shown["capabilities"] == ["rerank"]
 
 
 def test_dense_modules_are_fetched_and_applied(daemon: Daemon, hub: FakeHub, models: Models) -> None:

@@ -25,6 +25,7 @@ from daemon.inference.errors import (
     QueueFull,
     Stopping,
     TooManyInputs,
+    WrongTask,
 )
 from daemon.shared_pulls import ShuttingDown
 from modelstore.pull import HubUnreachable, PullCancelled, PullError, PullNotFound, PullUnsupported
@@ -75,12 +76,19 @@ class Err:
     REQUEST_CANCELED = Reply(499, "request canceled")
     BODY_TOO_LARGE = Reply(413, "request body too large: this server accepts {limit} bytes (OVEMBED_MAX_BODY_BYTES)")
     BODY_STALLED = Reply(408, "request body stalled: nothing arrived for {seconds} s (OVEMBED_READ_TIMEOUT)")
+    DOCUMENTS_TYPE = Reply(400, "{field} must be a list of {kinds}")
+    QUERY_REQUIRED = Reply(400, "query is required")
+    TOP_N_NEGATIVE = Reply(400, "{field} must be 0 (all) or more, not {value}")
+    RERANKER_UNNAMED = Reply(
+        400, 'name the reranker in "model": {count} are installed, and only one can be the default'
+    )
 
 
 # Exceptions raised below the edge, each mapped once; fields come from the exception's attributes, and
 # `{message}` is its own text. Looked up along the class's MRO, so a subclass row wins over its base.
 RAISED: dict[type[Exception], Reply] = {
     QueueFull: Reply(503, "server busy, please try again.  maximum pending requests exceeded"),
+    WrongTask: Reply(400, '"{name}" does not support {task}'),
     Stopping: Reply(503, "ovembed is shutting down and could not finish this request in time; send it again later"),
     TooManyInputs: Reply(400, "too many inputs: {count}, this server accepts {limit} per request (OVEMBED_MAX_INPUTS)"),
     InputTooLong: Reply(400, "the input length exceeds the context length"),
@@ -132,10 +140,27 @@ def openai_error(error: ApiError) -> OpenAIJSON:
     return OpenAIJSON(body, status_code=error.status)
 
 
+def cohere_error(error: ApiError) -> OllamaJSON:
+    """Cohere's error form, which Jina's clients read too."""
+    return OllamaJSON({"message": error.message}, status_code=error.status)
+
+
+def tei_error(error: ApiError) -> OllamaJSON:
+    """TEI's error form, typed as TEI types its errors."""
+    kind = "validation" if error.status < 500 else {503: "overloaded"}.get(error.status, "backend")
+    return OllamaJSON({"error": error.message, "error_type": kind}, status_code=error.status)
+
+
+# The error shape of each API family, by path; anything else is Ollama's.
+_SHAPES = (("/v1/rerank", cohere_error), ("/v2/rerank", cohere_error), ("/rerank", tei_error), ("/v1/", openai_error))
+
+
 async def answer(request: Request, exc: Exception) -> Response:
-    """The exception handler: Ollama's `{"error": ...}`, or OpenAI's shape under /v1."""
+    """The exception handler: Ollama's `{"error": ...}`, or the shape of the API the path belongs to."""
     error = as_api_error(exc)
-    return openai_error(error) if request.url.path.startswith("/v1/") else ollama_error(error)
+    path = request.url.path
+    shape = next((shape for prefix, shape in _SHAPES if path.startswith(prefix)), ollama_error)
+    return shape(error)
 
 
 HANDLED: tuple[type[Exception], ...] = (ApiError, *RAISED)

@@ -57,13 +57,8 @@ async def embed(request: Request) -> Response:
     note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"model": model_text, "embeddings": []})
-    body: dict[str, Any] = {"model": model_text, "embeddings": result.vectors}
-    body["total_duration"] = int((time.perf_counter() - started) * 1e9)
-    if result.load_seconds > 0:
-        body["load_duration"] = int(result.load_seconds * 1e9)
-    if result.token_count:
-        body["prompt_eval_count"] = result.token_count
-    return OllamaJSON(body)
+    timings = views.timings(started, result.load_seconds, result.token_count)
+    return OllamaJSON({"model": model_text, "embeddings": result.vectors, **timings})
 
 
 async def embeddings(request: Request) -> Response:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
 from daemon.inference.residency import Resident
+from modelstore.spec import EMBED, RERANK
 from modelstore.store import ModelRecord
 
 # Ollama's GGUF pooling_type enum (ml/nn/pooling): the number clients see in model_info.
 _POOLING_TYPE = {"mean": 1, "cls": 2, "lasttoken": 3}
+# `capabilities` in /api/show: Ollama's word for an embedding model, and "rerank" for a cross-encoder.
+CAPABILITIES = {EMBED: "embedding", RERANK: "rerank"}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -87,7 +91,7 @@ def show(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
         "parameters": parameters,
         "details": details(record),
         "model_info": model_info(record, compute_precision),
-        "capabilities": ["embedding"],
+        "capabilities": [CAPABILITIES[record.spec.task]],
         "modified_at": rfc3339(record.modified_at),
     }
 
@@ -117,3 +121,13 @@ def openai_model(record: ModelRecord, model_id: str | None = None) -> dict[str, 
         "created": int(record.modified_at.timestamp()),
         "owned_by": record.name.namespace,
     }
+
+
+def timings(started: float, load_seconds: float, token_count: int) -> dict[str, int]:
+    """Ollama's durations in nanoseconds and token count; `load_duration` only when a load happened."""
+    out = {"total_duration": int((time.perf_counter() - started) * 1e9)}
+    if load_seconds > 0:
+        out["load_duration"] = int(load_seconds * 1e9)
+    if token_count:
+        out["prompt_eval_count"] = token_count
+    return out

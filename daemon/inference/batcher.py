@@ -19,9 +19,10 @@ import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -179,6 +180,18 @@ class Pool:
         return bool(self._jobs)
 
 
+async def _tokenized(chars: int, tokenize: Callable[..., list[TokenizedText]], *args: Any) -> list[TokenizedText]:
+    """Tokenize on the event loop when it is quick, on a thread when it is not."""
+    try:
+        if chars <= INLINE_TOKENIZE_CHARS:
+            return tokenize(*args)
+        return await asyncio.to_thread(tokenize, *args)
+    except (InputTooLong, ContextTooSmall):
+        raise
+    except Exception as exc:  # the tokenizers library raises its own Exception type
+        raise InferenceFailed(f"tokenizing failed: {exc}") from exc
+
+
 class Lane:
     """One loaded model's pool and its inference slots, each a task that keeps one request in flight.
 
@@ -200,16 +213,17 @@ class Lane:
         Raises InputTooLong for an over-long text when truncation is off, ContextTooSmall for a limit
         with no room, and InferenceFailed when OpenVINO fails a batch.
         """
+        chars = sum(len(t) for t in texts)
+        return await self._run(await _tokenized(chars, self.model.tokenize, texts, limit, truncate))
+
+    async def rerank(self, query: str, documents: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
+        """A reranker's logits [documents, 1] for each (query, document) pair, batched with every other request's."""
+        chars = len(query) * len(documents) + sum(len(d) for d in documents)
+        tokenized = await _tokenized(chars, self.model.tokenize_pairs, query, documents, limit, truncate)
+        return await self._run(tokenized)
+
+    async def _run(self, tokenized: list[TokenizedText]) -> EmbedResult:
         model = self.model
-        try:
-            if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-                tokenized = model.tokenize(texts, limit, truncate)
-            else:
-                tokenized = await asyncio.to_thread(model.tokenize, texts, limit, truncate)
-        except (InputTooLong, ContextTooSmall):
-            raise
-        except Exception as exc:  # the tokenizers library raises its own Exception type
-            raise InferenceFailed(f"tokenizing failed: {exc}") from exc
         if not tokenized:
             return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
         job = Job(

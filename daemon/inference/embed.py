@@ -6,16 +6,15 @@ and the non-finite check are done once, as TEI does them in its core, not in eac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.inference.admission import Admission
-from daemon.inference.errors import NonFiniteEmbedding, Stopping, TooManyInputs
-from daemon.inference.residency import Residency
+from daemon.inference.errors import NonFiniteEmbedding, WrongTask
+from daemon.inference.gate import Gate
 from daemon.metrics import EMBEDDED_TEXTS, EMBEDDED_TOKENS
+from modelstore.spec import EMBED
 from modelstore.store import ModelRecord
 
 # Ollama divides by max(norm, 1e-12), so an all-zero vector stays zero instead of turning into NaN.
@@ -65,50 +64,26 @@ def finish(vectors: np.ndarray, options: EmbedOptions) -> np.ndarray:
 
 
 class Embedder:
-    """Admission, the model's lane and post-processing, in the order a request meets them."""
+    """The gate, the model's lane and post-processing, in the order a request meets them."""
 
-    def __init__(self, admission: Admission, residency: Residency, max_inputs: int) -> None:
-        self.admission = admission
-        self.residency = residency
-        self.max_inputs = max_inputs
-        self._running: set[asyncio.Task[object]] = set()
-        self._stopped: set[asyncio.Task[object]] = set()
-
-    def stop(self) -> None:
-        """End every embedding still running with Stopping: the shutdown bound has passed."""
-        for task in self._running:
-            self._stopped.add(task)
-            task.cancel()
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
 
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         """Vectors for `texts`; an empty list only loads the model, which is Ollama's preload idiom.
 
-        The request holds its place in the queue from before its model loads, as Ollama's scheduler counts it.
-        Raises Stopping when stop() ends it.
+        Raises WrongTask for a reranker, Stopping when the shutdown bound ends it.
         """
-        task = asyncio.current_task()
-        assert task is not None
-        self._running.add(task)
-        try:
-            return await self._embed(record, texts, options)
-        except asyncio.CancelledError:
-            if task not in self._stopped:
-                raise  # the client left, or the loop is closing: not ours to answer
-            task.uncancel()
-            raise Stopping("the shutdown bound passed before the texts were embedded") from None
-        finally:
-            self._running.discard(task)
-            self._stopped.discard(task)
+        if record.spec.task != EMBED:
+            raise WrongTask(record.name.display, "embedding")
+        return await self.gate.run(self._embed(record, texts, options))
 
     async def _embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
-        if len(texts) > self.max_inputs:
-            raise TooManyInputs(len(texts), self.max_inputs)
         limit = context_limit(record, options.num_ctx)
-        with self.admission.place():
-            async with self.residency.use(record, options.keep_alive) as (lane, load_seconds):
-                if not texts:
-                    return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
-                result = await lane.embed(texts, limit, options.truncate)
+        async with self.gate.lane(record, options.keep_alive, len(texts)) as (lane, load_seconds):
+            if not texts:
+                return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
+            result = await lane.embed(texts, limit, options.truncate)
         EMBEDDED_TEXTS.inc(len(texts))
         EMBEDDED_TOKENS.inc(result.token_count)
         return Embedded(finish(result.vectors, options), result.token_count, load_seconds)

@@ -1,4 +1,4 @@
-"""OpenVINO inference for stored models: tokenize, run the network, pool.
+"""OpenVINO inference for stored models: tokenize, run the network, pool (or, for a reranker, read its logits).
 
 The engine never normalizes: /api/embed normalizes and /api/embeddings does not, so that choice belongs
 to the embedding step (embed.py). Everything here is blocking and runs on worker threads; OpenVINO and
@@ -21,9 +21,20 @@ from tokenizers import Tokenizer
 
 from daemon.inference.device import PRECISION_HINTS, DeviceChoice, compile_config, pick_device
 from daemon.inference.errors import ContextTooSmall, InputTooLong
-from daemon.inference.precision import PROBE_TEXTS, Choices, Probe, candidates, pick, probe, trial
+from daemon.inference.precision import (
+    MIN_COSINE,
+    MIN_SCORE_CORRELATION,
+    PROBE_TEXTS,
+    Choices,
+    Probe,
+    candidates,
+    pick,
+    probe,
+    trial,
+)
 from daemon.inference.precision_trial import TrialFailed, run_trial
 from modelstore.layout import IR_FILE, TOKENIZER_FILE, dense_file
+from modelstore.spec import RERANK
 from modelstore.store import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -41,9 +52,11 @@ _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 @dataclass(frozen=True)
 class TokenizedText:
-    """Token ids ready for the network; `ids` already carries the special tokens."""
+    """Token ids ready for the network; `ids` already carries the special tokens. A (query, document) pair
+    for a reranker also has its segment ids, 0 for the query and 1 for the document in BERT's layout."""
 
     ids: np.ndarray
+    type_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,6 +96,10 @@ class LoadedModel:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
+        self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
+        self._pair_tokenizers: dict[int, Tokenizer] = {}
+        self._pair_tokenizers_lock = threading.Lock()
+        self.reranks = self.spec.task == RERANK
         self.pad_id = self._pad_id()
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
         self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
@@ -129,18 +146,51 @@ class LoadedModel:
             out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64)))
         return out
 
+    def tokenize_pairs(
+        self, query: str, documents: Sequence[str], limit: int, truncate: bool = True
+    ) -> list[TokenizedText]:
+        """Each (query, document) pair joined as the model's tokenizer joins a pair, with its segment ids, and
+        cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: the tokenizer's own longest-first
+        truncation, which shortens the longer side first, so a short query stays whole. InputTooLong for a
+        pair over the limit when truncation is off."""
+        if limit - self._pair_special_count < 2:
+            raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._pair_special_count} special tokens")
+        cap = limit * CHARS_PER_TOKEN
+        pairs = [(query[:cap], document[:cap]) for document in documents]
+        encoded = self._pair_tokenizer(limit).encode_batch(pairs)
+        if not truncate and any(e.overflowing for e in encoded):
+            raise InputTooLong(f"a query and document over the limit of {limit} tokens")
+        return [
+            TokenizedText(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encoded
+        ]
+
+    def _pair_tokenizer(self, limit: int) -> Tokenizer:
+        """A copy of the tokenizer that truncates pairs at `limit`; one per limit, since setting truncation on a
+        shared tokenizer would race between threads."""
+        with self._pair_tokenizers_lock:
+            tokenizer = self._pair_tokenizers.get(limit)
+            if tokenizer is None:
+                tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+                tokenizer.enable_truncation(limit, strategy="longest_first")
+                self._pair_tokenizers[limit] = tokenizer
+            return tokenizer
+
     def embed(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
-        """Pooled float32 vectors [len(batch), dimension] for one padded batch, on the given slot's request."""
+        """Pooled float32 vectors [len(batch), dimension] for one padded batch, on the given slot's request;
+        for a reranker its logits [len(batch), 1]."""
         length = max(len(t) for t in batch)
         length = -(-length // self._pad_multiple) * self._pad_multiple
         ids = np.full((len(batch), length), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), length), dtype=np.int64)
+        types = np.zeros((len(batch), length), dtype=np.int64)
         for row, text in enumerate(batch):
             ids[row, : len(text)] = text.ids
             mask[row, : len(text)] = 1
+            if text.type_ids is not None:
+                types[row, : len(text)] = text.type_ids
         inputs = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
-            inputs["token_type_ids"] = np.zeros_like(ids)
+            inputs["token_type_ids"] = types
         if "position_ids" in self._input_names:  # decoder exports such as Qwen3's take positions explicitly
             inputs["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
         pooled = self._run(slot, inputs, mask)
@@ -152,6 +202,8 @@ class LoadedModel:
     def _run(self, slot: int, inputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         request = self._requests[slot]
         request.infer(inputs)
+        if self.reranks:
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32)
         pooled = _pool(request.get_output_tensor(0).data, mask, self.spec.pooling)
         for weight, bias, activation in self._dense:
             pooled = _ACTIVATIONS[activation](pooled @ weight.T + bias)
@@ -277,14 +329,15 @@ class Engine:
         started = time.perf_counter()
         reference_model = self._loaded(record, self._config(self._candidates[0]))
         reference = probe_model(reference_model)
-        trials = [trial(self._candidates[0], reference, reference)]
+        bar = MIN_SCORE_CORRELATION if reference_model.reranks else MIN_COSINE
+        trials = [trial(self._candidates[0], reference, reference, bar)]
         for precision in self._candidates[1:]:
             try:
                 measured = run_trial(record, self.device.name, precision, self._hint, self._cache_dir)
             except TrialFailed as exc:
                 log.warning("%s cannot run in %s on %s: it %s", record.name.display, precision, self.device.name, exc)
                 continue
-            trials.append(trial(precision, measured, reference))
+            trials.append(trial(precision, measured, reference, bar))
         chosen = pick(trials)
         self.choices.remember(self._choice_key(record), chosen, trials)
         log.info(
@@ -302,6 +355,11 @@ class Engine:
 
 
 def probe_model(model: LoadedModel) -> Probe:
-    """The probe texts through `model`: in one batch, timed, and each alone."""
-    tokens = model.tokenize(PROBE_TEXTS, model.spec.context_length, True)
+    """The probe texts through `model`: in one batch, timed, and each alone; a reranker scores each against
+    the second as its query."""
+    limit = model.spec.context_length
+    if model.reranks:
+        tokens = model.tokenize_pairs(PROBE_TEXTS[1], PROBE_TEXTS, limit)
+    else:
+        tokens = model.tokenize(PROBE_TEXTS, limit, True)
     return probe(lambda: model.embed(0, tokens), lambda i: model.embed(0, tokens[i : i + 1]), len(tokens))

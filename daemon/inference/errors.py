@@ -10,6 +10,15 @@ class Stopping(Exception):
     """The daemon is stopping, and its shutdown bound passed before this request's texts were done."""
 
 
+class WrongTask(ValueError):
+    """An embedding model asked to rerank, or a reranker asked to embed."""
+
+    def __init__(self, name: str, task: str) -> None:
+        super().__init__(f"{name} does not support {task}")
+        self.name = name
+        self.task = task
+
+
 class QueueFull(Exception):
     """OLLAMA_MAX_QUEUE requests are already waiting."""
 

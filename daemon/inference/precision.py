@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 # Both bars of the accuracy promise: against fp32, and a text alone against the same text in a batch.
 MIN_COSINE = 0.9999
+# A reranker's bar, on the correlation of its scores: bf16 measured 0.99998 on a MiniLM-backbone
+# cross-encoder while moving real scores by up to 0.02 and swapping candidates in a top five.
+MIN_SCORE_CORRELATION = 0.99999
 # A narrower precision must be clearly faster to be worth its rounding.
 MIN_SPEEDUP = 1.1
 _TIMED_RUNS = 3
@@ -51,10 +54,11 @@ class Trial:
     seconds: float
     cosine: float  # against fp32
     invariance: float  # a text alone against the same text in the batch
+    bar: float = MIN_COSINE
 
     @property
     def passes(self) -> bool:
-        return self.cosine >= MIN_COSINE and self.invariance >= MIN_COSINE
+        return self.cosine >= self.bar and self.invariance >= self.bar
 
 
 def candidates(device: str, capabilities: Sequence[str]) -> tuple[str, ...]:
@@ -75,6 +79,11 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Row by row. A reranker's logits (one column) are compared across the texts, centred (their Pearson
+    correlation): the cosine of two single numbers tells only their signs apart, and uncentred logits that all
+    sit far from zero agree however their order changes."""
+    if a.shape[1] == 1:
+        a, b = (a - a.mean()).T, (b - b.mean()).T
     return float((_unit(a) * _unit(b)).sum(axis=1).min())
 
 
@@ -99,12 +108,13 @@ def probe(embed_batch: Callable[[], np.ndarray], embed_alone: Callable[[int], np
     return Probe(batch, alone, seconds)
 
 
-def trial(precision: str, measured: Probe, reference: Probe) -> Trial:
+def trial(precision: str, measured: Probe, reference: Probe, bar: float = MIN_COSINE) -> Trial:
     return Trial(
         precision=precision,
         seconds=measured.seconds,
         cosine=worst_cosine(measured.batch, reference.batch),
         invariance=worst_cosine(measured.alone, measured.batch),
+        bar=bar,
     )
 
 

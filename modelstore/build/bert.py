@@ -3,6 +3,10 @@
 Post-LayerNorm blocks: attention, add, LayerNorm; feed-forward, add, LayerNorm. The embeddings sum words,
 absolute positions and token types, then LayerNorm. RoBERTa differs only in its positions: they count real
 tokens from `padding_idx + 1`, and padding keeps `padding_idx`.
+
+A `*ForSequenceClassification` checkpoint (a cross-encoder reranker) ends in its head instead, on the first
+token: BERT's pooler (dense, tanh) and classifier; RoBERTa's classification head (dense, tanh, out_proj). Its
+one output is `logits` [batch, labels].
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from modelstore.build.layers import (
     text_inputs,
 )
 from modelstore.build.weights import Checkpoint
+from modelstore.spec import is_cross_encoder
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _PREFIXES = ("", "bert.", "roberta.", "model.")
@@ -90,4 +95,21 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
         out = linear(weights, f"{layer}.output.dense", inner)
         x = layer_norm(weights, f"{layer}.output.LayerNorm", ops.add(out, x), eps)
 
-    return ov.Model([x], [input_ids, attention_mask, token_type_ids], "bert")
+    inputs = [input_ids, attention_mask, token_type_ids]
+    if not is_cross_encoder(config):
+        return ov.Model([x], inputs, "bert")
+    logits = _classification_head(Weights(checkpoint, storage=weights_format), prefix, x)
+    logits.output(0).get_tensor().set_names({"logits"})
+    return ov.Model([logits], inputs, "bert-cross-encoder")
+
+
+def _classification_head(weights: Weights, prefix: str, x: Node) -> Node:
+    """The head on the first token; its tensors sit beside the backbone's, not under its prefix."""
+    first = ops.gather(x, ops.constant(np.int64(0)), ops.constant(np.int64(1)))
+    if "classifier.out_proj.weight" in weights:  # RobertaClassificationHead
+        pooled = ops.tanh(linear(weights, "classifier.dense", first))
+        return linear(weights, "classifier.out_proj", pooled)
+    if f"{prefix}pooler.dense.weight" not in weights:
+        raise ArchitectureError("the cross-encoder checkpoint has no pooler or classification head")
+    pooled = ops.tanh(linear(weights, f"{prefix}pooler.dense", first))
+    return linear(weights, "classifier", pooled)
