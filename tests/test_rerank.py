@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import REFERENCE, Daemon, require_shared
 from tests.test_convert import FIXTURES, minilm_cross_encoder
 
-RERANKERS = ("bert-rerank", "xlm-roberta-rerank")
+# From a checkpoint (converted by ovembed) and from an ONNX export (read by OpenVINO).
+RERANKERS = ("bert-rerank", "xlm-roberta-rerank", "bert-rerank-onnx")
 # Against CrossEncoder.predict in float32: both networks in fp32 weights and compute.
 SCORE_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 5e-4
