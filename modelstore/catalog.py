@@ -292,6 +292,35 @@ def _reranker(architecture: str, context_length: int) -> ModelDescription:
     )
 
 
+# Qwen3-Reranker's model card: the judgement asked of the model, whose "yes" against "no" at the last token
+# is the score.
+QWEN3_RERANKER_FORMAT = {
+    "prefix": "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n',
+    "body": "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}",
+    "suffix": "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    "instruction": "Given a web search query, retrieve relevant passages that answer the query",
+}
+
+
+def language_model_reranker(architecture: str, context_length: int) -> ModelDescription:
+    """A causal language model that reranks by answering yes or no: the last token's "yes" logit minus its
+    "no" logit (a one-row Dense layer on the last token's state), sigmoid of that, as softmax over the two."""
+    if architecture != "qwen3":
+        raise ValueError(f"{architecture} is not a language-model reranker ovembed knows; Qwen3-Reranker (qwen3) is")
+    return ModelDescription(
+        architecture=architecture,
+        pooling="lasttoken",
+        normalize=False,
+        context_length=context_length,
+        dimension=1,
+        dense=("identity",),
+        task=RERANK,
+        score_activation="sigmoid",
+        pair_format=dict(QWEN3_RERANKER_FORMAT),
+    )
+
+
 # Rerankers: Ollama's library has none, so these short names are ovembed's own (any cross-encoder repo also
 # pulls as hf.co/ORG/REPO). Context: the repos' tokenizer limits, which CrossEncoder truncates at.
 RERANKERS: tuple[CatalogEntry, ...] = (
@@ -302,6 +331,21 @@ RERANKERS: tuple[CatalogEntry, ...] = (
         "ms-marco-minilm", ("latest", "l6", "l6-v2"), "cross-encoder/ms-marco-MiniLM-L6-v2", _reranker("bert", 512)
     ),
     CatalogEntry("ms-marco-minilm", ("l12", "l12-v2"), "cross-encoder/ms-marco-MiniLM-L12-v2", _reranker("bert", 512)),
+    # Qwen3-Reranker, converted from its checkpoint like qwen3-embedding: the 4B and 8B with int8 weight matrices.
+    *(
+        CatalogEntry(
+            "qwen3-reranker",
+            tags,
+            f"Qwen/Qwen3-Reranker-{size.upper()}",
+            language_model_reranker("qwen3", 8192),
+            weights=weights,
+        )
+        for size, tags, weights in (
+            ("0.6b", ("latest", "0.6b"), "fp16"),
+            ("4b", ("4b",), "int8"),
+            ("8b", ("8b",), "int8"),
+        )
+    ),
 )
 ENTRIES = (*EMBEDDERS, *RERANKERS)
 

@@ -52,9 +52,10 @@ def openvino_reason(exc: BaseException) -> str:
     return next((line for line in lines if not line.startswith("Exception from ")), type(exc).__name__)
 
 
-def find_network(folder: Path, weights: str | None = None) -> Path:
-    """The network to convert; int8 and int4 weights are made from a checkpoint, so they look for one first."""
-    checkpoint_first = weights in _FROM_CHECKPOINT_ONLY
+def find_network(folder: Path, weights: str | None = None, *, prefer_checkpoint: bool = False) -> Path:
+    """The network to convert; int8 and int4 weights are made from a checkpoint, so they look for one first,
+    as does whoever asks to prefer it."""
+    checkpoint_first = prefer_checkpoint or weights in _FROM_CHECKPOINT_ONLY
     network = (checkpoint_first and first_present(folder, REPO_CHECKPOINTS)) or first_present(folder, REPO_NETWORKS)
     if network is None:
         raise ConversionError(

@@ -14,16 +14,18 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, processors
 
-from modelstore.build.weights import Checkpoint, ReadProgress, WeightsError
+from modelstore.build.weights import Checkpoint, ReadProgress, Tensor, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.diskspace import disk_full_message, is_disk_full
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
 from modelstore.names import ModelName
-from modelstore.spec import ModelDescription, ModelSpec
+from modelstore.spec import EMBED, RERANK, ModelDescription, ModelSpec
 from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense
 from modelstore.store import ModelRecord, ModelStore
 
 _END_OF_TEXT = "<|endoftext|>"
+# Where a causal language model keeps its output embeddings; tied ones are its input table.
+_OUTPUT_EMBEDDINGS = ("lm_head.weight", "model.embed_tokens.weight", "embed_tokens.weight")
 # Architectures whose embedding is the state at a final `<|endoftext|>`.
 _ENDS_WITH_END_OF_TEXT = frozenset({"qwen3"})
 
@@ -74,6 +76,26 @@ def _store_dense(dense: list[DenseModule], staged: Path) -> None:
         )
 
 
+def _store_answer_head(checkpoint_path: Path, tokenizer: Tokenizer, staged: Path) -> None:
+    """A language-model reranker's score as a one-row Dense layer on its last token: the output embedding of
+    "yes" minus that of "no", so that sigmoid(state . row) is softmax over the two answers' logits."""
+    answers = [tokenizer.token_to_id(word) for word in ("yes", "no")]
+    if None in answers:
+        raise CreateError('the tokenizer has no single "yes" and "no" tokens, which a reranker of this kind answers')
+    try:
+        checkpoint = Checkpoint.open(checkpoint_path)
+        name = next((n for n in _OUTPUT_EMBEDDINGS if n in checkpoint), None)
+        if name is None:
+            raise CreateError(
+                f"{checkpoint_path.name} has no output embeddings (lm_head.weight or embed_tokens.weight)"
+            )
+        table = checkpoint.get(name)
+        rows = Tensor(table.array[answers], table.bf16).as_float32()
+    except WeightsError as exc:
+        raise CreateError(f"cannot read the answer head from {checkpoint_path.name}: {exc}") from exc
+    np.savez(staged / dense_file(0), weight=(rows[0] - rows[1])[None, :], bias=np.zeros(1, np.float32))
+
+
 def _readable(network: Path, scratch: Path) -> Path:
     """The network where OpenVINO will read it: beside plain copies of its neighbours if any is a symlink.
 
@@ -102,42 +124,54 @@ def create_from_folder(
     extra: dict[str, Any] | None = None,
     weights: str | None = None,
     progress: ReadProgress | None = None,
+    task: str | None = None,
 ) -> ModelRecord:
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
 
     `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is;
     `weights` (fp16, fp32, int8, int4) is the stored weight format, by default as convert_network chooses;
-    `progress` follows the conversion of a checkpoint.
+    `progress` follows the conversion of a checkpoint; `task` rerank makes a language model a reranker.
     """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise CreateError(f"{folder} is not a folder")
     try:
-        network = find_network(folder, weights)
+        description = describe_repo(folder, fallback, task)
+        # A language-model reranker's answer head is read from its checkpoint, so that is what converts.
+        answers = description.task == RERANK and bool(description.pair_format)
+        network = find_network(folder, weights, prefer_checkpoint=answers)
         tokenizer = _find_tokenizer(folder)
-        description = describe_repo(folder, fallback)
     except (ConversionError, ConfigError) as exc:
         raise CreateError(str(exc)) from exc
     try:
         loaded = Tokenizer.from_file(str(tokenizer))
     except Exception as exc:  # the tokenizers library raises its own Exception type
         raise CreateError(f"cannot read {tokenizer.name}: {exc}") from exc
-    ends_with_eos = description.architecture in _ENDS_WITH_END_OF_TEXT and description.pooling == "lasttoken"
+    ends_with_eos = (
+        description.task == EMBED
+        and description.architecture in _ENDS_WITH_END_OF_TEXT
+        and description.pooling == "lasttoken"
+    )
     patched = _with_end_of_text(loaded) if ends_with_eos else None
     with store.staging() as staged, store.staging() as scratch:
         # Told apart before the staging folders go: OpenVINO's error is a full disk only while it is full.
         try:
             try:
-                info = convert_network(_readable(network, scratch), staged, weights, progress, description.task)
+                output = EMBED if answers else description.task  # a language model's states, then its answer head
+                info = convert_network(_readable(network, scratch), staged, weights, progress, output)
             except ConversionError as exc:
                 raise CreateError(str(exc)) from exc
             if patched is None:
                 shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
             else:
                 patched.save(str(staged / TOKENIZER_FILE))
-            dense = read_dense(folder)
-            _store_dense(dense, staged)
-            dimension = dense[-1].out_features if dense else info.dimension or description.dimension
+            if answers:
+                _store_answer_head(network, loaded, staged)
+                dimension = 1
+            else:
+                dense = read_dense(folder)
+                _store_dense(dense, staged)
+                dimension = dense[-1].out_features if dense else info.dimension or description.dimension
             if not dimension:
                 raise CreateError(f"cannot tell the embedding size of {network.name}")
             spec = ModelSpec.of(

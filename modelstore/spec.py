@@ -36,6 +36,10 @@ class ModelDescription:
     task: str = EMBED
     # A reranker's activation on its one logit (its `dimension` is 1); empty for an embedding model.
     score_activation: str = ""
+    # A language-model reranker's prompt (Qwen3-Reranker's): `prefix`, `body` with {instruction}, {query} and
+    # {document}, `suffix`, and the default `instruction`. Empty for a cross-encoder, which joins a pair with
+    # its tokenizer's own template.
+    pair_format: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,4 +70,5 @@ class ModelSpec(ModelDescription):
             dense=tuple(str(a) for a in data.get("dense") or ()),
             task=str(data.get("task") or EMBED),
             score_activation=str(data.get("score_activation") or ""),
+            pair_format={str(k): str(v) for k, v in (data.get("pair_format") or {}).items()},
         )

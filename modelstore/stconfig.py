@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from modelstore.catalog import language_model_reranker
 from modelstore.spec import RERANK, ModelDescription, is_cross_encoder
 
 # sentence-transformers 2-5 wrote `sentence_transformers.models.Pooling`; 6 writes
@@ -167,16 +168,27 @@ def describe_cross_encoder(
     )
 
 
-def describe_repo(folder: Path, fallback: ModelDescription | None = None) -> ModelDescription:
+def describe_repo(
+    folder: Path, fallback: ModelDescription | None = None, task: str | None = None
+) -> ModelDescription:
     """What a sentence-transformers-style folder says about its model.
 
     `fallback` (a catalog entry's description) caps the context at Ollama's and otherwise fills only what the
     folder is silent on, e.g. a pre-converted mirror without modules.json; without one, sentence-transformers'
-    own defaults apply (mean, no Normalize).
+    own defaults apply (mean, no Normalize). `task` rerank makes a language model (Qwen3) a reranker, which
+    its config cannot say; a cross-encoder is one by its config alone.
     """
     model_config = _load(folder / "config.json") or {}
     if is_cross_encoder(model_config):
         return describe_cross_encoder(folder, model_config, fallback)
+    if task == RERANK and fallback is None:  # asked for: a language model's config cannot say it reranks
+        try:
+            fallback = language_model_reranker(str(model_config.get("model_type")), _UNBOUNDED_MAX_LENGTH)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; a cross-encoder says so in its config.json") from exc
+    if fallback is not None and fallback.task == RERANK:  # a language-model reranker: its config is an LM's
+        own_context = _context_length(folder, _load(folder / "modules.json") or [], model_config)
+        return replace(fallback, context_length=min(own_context, fallback.context_length))
     modules_data = _load(folder / "modules.json")
     modules = modules_data or []
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}

@@ -59,6 +59,12 @@ def _entry(text: str) -> CatalogEntry:
         ("qwen3-embedding:8b", "Qwen/Qwen3-Embedding-8B", "lasttoken", 4096, 32768),
         ("qwen3-embedding:latest", "Qwen/Qwen3-Embedding-8B", "lasttoken", 4096, 32768),
         ("nomic-embed-text-v2-moe", "nomic-ai/nomic-embed-text-v2-moe", "mean", 768, 512),
+        ("bge-reranker-v2-m3", "BAAI/bge-reranker-v2-m3", "cls", 1, 8192),
+        ("bge-reranker-base", "BAAI/bge-reranker-base", "cls", 1, 512),
+        ("ms-marco-minilm", "cross-encoder/ms-marco-MiniLM-L6-v2", "cls", 1, 512),
+        ("ms-marco-minilm:l12", "cross-encoder/ms-marco-MiniLM-L12-v2", "cls", 1, 512),
+        ("qwen3-reranker", "Qwen/Qwen3-Reranker-0.6B", "lasttoken", 1, 8192),
+        ("qwen3-reranker:8b", "Qwen/Qwen3-Reranker-8B", "lasttoken", 1, 8192),
     ],
 )
 def test_known_names_resolve(text: str, repo: str, pooling: str, dimension: int, context_length: int) -> None:

@@ -153,6 +153,9 @@ class Models:
         )
         (self.sharded / "model-00009-of-00009.safetensors").write_bytes(b"a stray shard the index does not name")
         self.reranker = _add_unused_weights(shutil.copytree(FIXTURES / "bert-rerank", root / "reranker"), PICKLES)
+        self.qwen3_reranker = _add_unused_weights(
+            shutil.copytree(FIXTURES / "qwen3-rerank", root / "qwen3-reranker"), PICKLES
+        )
         self.gpt2 = _with_config(FIXTURES / "bert-mean", root / "gpt2", model_type="gpt2")
         self.yarn = _with_config(
             FIXTURES / "qwen3-lasttoken", root / "yarn", rope_parameters={"rope_type": "yarn", "factor": 4.0}
@@ -531,6 +534,26 @@ def test_qwen3_embedding_4b_pulls_its_checkpoint_as_int8_and_its_int4_and_fp16_t
     names = listed(daemon)
     assert names["qwen3-embedding:4b"]["digest"] == names["qwen3-embedding:4b-q8_0"]["digest"]
     assert names["qwen3-embedding:4b"]["digest"] != names["qwen3-embedding:4b-fp16"]["digest"]
+
+
+def test_qwen3_reranker_pulls_by_its_catalog_name_and_scores_as_its_model_card(
+    daemon: Daemon, hub: FakeHub, models: Models
+) -> None:
+    """The catalog's Qwen/Qwen3-Reranker-0.6B, played by the tiny Qwen3 language model: its config says only
+    that it is a causal LM, and the catalog makes it a reranker (stored fp16 weights, as the 0.6b tag asks)."""
+    hub.add_repo("Qwen/Qwen3-Reranker-0.6B", models.qwen3_reranker)
+    response = pull(daemon, "qwen3-reranker:0.6b")
+    assert (response.status_code, response.json()) == (200, {"status": "success"}), response.text
+    pairs = json.loads((FIXTURES / "qwen3-rerank" / "pairs.json").read_text(encoding="utf-8"))
+    expected = np.load(FIXTURES / "qwen3-rerank" / "scores.npy")
+    query = pairs[0][0]
+    documents = [d for q, d in pairs if q == query]
+    body = {"model": "qwen3-reranker:0.6b", "query": query, "documents": documents}
+    results = httpx.post(f"{daemon.url}/api/rerank", json=body, timeout=60).json()["results"]
+    scores = np.array([r["relevance_score"] for r in sorted(results, key=lambda r: r["index"])])
+    assert np.abs(scores - expected[: len(documents)]).max() < 0.01  # fp16 weights
+    shown = httpx.post(f"{daemon.url}/api/show", json={"model": "qwen3-reranker:0.6b"}, timeout=30).json()
+    assert shown["capabilities"] == ["rerank"] and shown["details"]["quantization_level"] == "FP16"
 
 
 def test_a_mirrored_model_pulls_once_and_its_other_tags_are_copies(

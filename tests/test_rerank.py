@@ -17,8 +17,10 @@ import pytest
 from tests.conftest import REFERENCE, Daemon, require_shared
 from tests.test_convert import FIXTURES, minilm_cross_encoder
 
-# From a checkpoint (converted by ovembed) and from an ONNX export (read by OpenVINO).
-RERANKERS = ("bert-rerank", "xlm-roberta-rerank", "bert-rerank-onnx")
+# Cross-encoders from a checkpoint (converted by ovembed) and from an ONNX export (read by OpenVINO), and a
+# Qwen3-Reranker-shaped language model, which `--task rerank` makes a reranker.
+RERANKERS = ("bert-rerank", "xlm-roberta-rerank", "bert-rerank-onnx", "qwen3-rerank")
+CREATE_OPTIONS = {"qwen3-rerank": ("--task", "rerank")}
 # Against CrossEncoder.predict in float32: both networks in fp32 weights and compute.
 SCORE_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 5e-4
@@ -44,7 +46,7 @@ def _reference(fixture: str, kind: str) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def rerankers(daemon: Daemon) -> Iterator[Daemon]:
     for fixture in RERANKERS:
-        daemon.create(fixture, FIXTURES / fixture, "--weights", "fp32")
+        daemon.create(fixture, FIXTURES / fixture, "--weights", "fp32", *CREATE_OPTIONS.get(fixture, ()))
     yield daemon
     for fixture in RERANKERS:
         daemon.cli("rm", fixture, check=False)
@@ -219,12 +221,13 @@ def test_bad_rerank_requests_get_ollamas_errors(
     assert (answer.status_code, answer.json()) == (status, {"error": text})
 
 
-def test_the_cross_encoder_fixtures_are_what_the_tests_say() -> None:
+def test_the_reranker_fixtures_are_what_the_tests_say() -> None:
     """Scores spread over (0, 1), so that a wrong network or head could not pass by luck."""
     for fixture in RERANKERS:
         scores = np.load(FIXTURES / fixture / "scores.npy")
         assert scores.std() > 0.1 and scores.min() > 0.0 and scores.max() < 1.0
-        assert Path(FIXTURES / fixture / "config.json").read_text().count("ForSequenceClassification") == 1
+        head = "ForCausalLM" if fixture.startswith("qwen3") else "ForSequenceClassification"
+        assert Path(FIXTURES / fixture / "config.json").read_text().count(head) == 1
 
 
 def test_a_real_encoders_scores_keep_their_order_in_the_default_fp16_weights(daemon: Daemon, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from daemon.cli.humanize import human_time, table
 from daemon.cli.progress import PullProgress
 from daemon.config import Settings
 from modelstore.sizes import human_bytes
+from modelstore.spec import RERANK
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -38,14 +39,15 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         name = parse_name(args.name)
-        record = create_from_folder(ModelStore(settings.models_dir), name, Path(args.source), weights=args.weights)
+        store = ModelStore(settings.models_dir)
+        record = create_from_folder(store, name, Path(args.source), weights=args.weights, task=args.task)
     except (InvalidName, CreateError) as exc:
         raise CliError(str(exc)) from exc
     spec = record.spec
+    kind = "reranker" if spec.task == RERANK else f"{spec.dimension} dimensions, {spec.pooling} pooling"
     print(
-        f"created {record.name.display}: {spec.architecture}, {spec.dimension} dimensions, "
-        f"{spec.pooling} pooling, context {spec.context_length}, {spec.precision} weights, "
-        f"{human_bytes(record.size)}"
+        f"created {record.name.display}: {spec.architecture}, {kind}, context {spec.context_length}, "
+        f"{spec.precision} weights, {human_bytes(record.size)}"
     )
     return 0
 
@@ -203,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("fp16", "fp32", "int8", "int4"),
         help="stored weights: as the source has them by default, fp16 for a safetensors checkpoint; from a "
         "checkpoint, int8 (weight matrices per output channel) or int4 (per group of 32 inputs)",
+    )
+    create.add_argument(
+        "--task",
+        choices=("embed", "rerank"),
+        help="rerank makes a language model (Qwen3-Reranker) a reranker; a cross-encoder is one by its config",
     )
     pull = add("pull", cmd_pull, "Pull a model through the daemon")
     pull.add_argument("name", metavar="MODEL", nargs="?")

@@ -153,6 +153,8 @@ class LoadedModel:
         cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: the tokenizer's own longest-first
         truncation, which shortens the longer side first, so a short query stays whole. InputTooLong for a
         pair over the limit when truncation is off."""
+        if self.spec.pair_format:
+            return self._tokenize_prompts(query, documents, limit, truncate)
         if limit - self._pair_special_count < 2:
             raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._pair_special_count} special tokens")
         cap = limit * CHARS_PER_TOKEN
@@ -163,6 +165,30 @@ class LoadedModel:
         return [
             TokenizedText(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encoded
         ]
+
+    def _tokenize_prompts(
+        self, query: str, documents: Sequence[str], limit: int, truncate: bool
+    ) -> list[TokenizedText]:
+        """A language-model reranker's prompt per pair, as its model card builds it: the instruction, query and
+        document, cut at the end to leave room for the fixed prefix and suffix around them."""
+        form = self.spec.pair_format
+        prefix, suffix = (self.tokenizer.encode(form[k], add_special_tokens=False).ids for k in ("prefix", "suffix"))
+        room = limit - len(prefix) - len(suffix)
+        if room < 1:
+            raise ContextTooSmall(
+                f"a limit of {limit} leaves no room beside the {len(prefix) + len(suffix)}-token prompt"
+            )
+        cap = limit * CHARS_PER_TOKEN
+        bodies = self.tokenizer.encode_batch(
+            [
+                form["body"].format(instruction=form["instruction"], query=query[:cap], document=d[:cap])
+                for d in documents
+            ],
+            add_special_tokens=False,
+        )
+        if not truncate and any(len(b.ids) > room for b in bodies):
+            raise InputTooLong(f"a query and document over the limit of {limit} tokens")
+        return [TokenizedText(np.asarray([*prefix, *b.ids[:room], *suffix], dtype=np.int64)) for b in bodies]
 
     def _pair_tokenizer(self, limit: int) -> Tokenizer:
         """A copy of the tokenizer that truncates pairs at `limit`; one per limit, since setting truncation on a
@@ -202,7 +228,7 @@ class LoadedModel:
     def _run(self, slot: int, inputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         request = self._requests[slot]
         request.infer(inputs)
-        if self.reranks:
+        if self.reranks and not self._dense:  # a cross-encoder's network ends in its logits
             return np.array(request.get_output_tensor(0).data, dtype=np.float32)
         pooled = _pool(request.get_output_tensor(0).data, mask, self.spec.pooling)
         for weight, bias, activation in self._dense:
