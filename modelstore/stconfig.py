@@ -168,9 +168,7 @@ def describe_cross_encoder(
     )
 
 
-def describe_repo(
-    folder: Path, fallback: ModelDescription | None = None, task: str | None = None
-) -> ModelDescription:
+def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: str | None = None) -> ModelDescription:
     """What a sentence-transformers-style folder says about its model.
 
     `fallback` (a catalog entry's description) caps the context at Ollama's and otherwise fills only what the
