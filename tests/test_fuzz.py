@@ -1,4 +1,4 @@
-"""Bad bodies, generated: no endpoint answers 5xx for what a client sent, and every error is Ollama's JSON.
+"""Bad bodies, generated: no endpoint answers 5xx for what a client sent, and every error is its API's JSON.
 
 In process (Starlette's TestClient over the real app, real OpenVINO and a real store), bounded so the run stays
 short. The models are sound ones: a 5xx for a damaged model is the store's fault, not the client's.
@@ -21,6 +21,7 @@ from daemon.services import Services
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
+from tests.test_convert import FIXTURES
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
@@ -40,10 +41,20 @@ FIELDS = (
     "source",
     "destination",
     "stream",
+    "query",
+    "documents",
+    "texts",
+    "top_n",
+    "return_documents",
+    "return_text",
+    "raw_scores",
+    "max_tokens_per_doc",
 )
 # Bodies shaped like the real ones (known fields with values of any type), and arbitrary JSON and bytes.
 BODIES = (
-    st.dictionaries(st.sampled_from(FIELDS), JSON | st.sampled_from(["tiny", "tiny:latest", "", "x" * 300]), max_size=6)
+    st.dictionaries(
+        st.sampled_from(FIELDS), JSON | st.sampled_from(["tiny", "tiny:latest", "rerank", "", "x" * 300]), max_size=6
+    )
     | JSON
     | st.binary(max_size=80)
 )
@@ -58,13 +69,20 @@ ROUTES = [
     ("GET", "/api/tags"),
     ("GET", "/api/ps"),
     ("GET", "/v1/models"),
+    ("POST", "/api/rerank"),
+    ("POST", "/v1/rerank"),
+    ("POST", "/v2/rerank"),
+    ("POST", "/rerank"),
 ]
+# Each API family's error shape: Ollama's, OpenAI's under /v1, Cohere's for its rerank, TEI's.
+ERROR_KEYS = {"/v1/rerank": {"message"}, "/v2/rerank": {"message"}, "/rerank": {"error", "error_type"}}
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("fuzz")
     create_from_folder(ModelStore(root / "models"), parse_name("tiny"), tiny_dir)
+    create_from_folder(ModelStore(root / "models"), parse_name("rerank"), FIXTURES / "bert-rerank")
     config = Settings(
         listen=parse_host("127.0.0.1:11434"),
         models_dir=root / "models",
@@ -87,4 +105,4 @@ def test_no_body_gets_a_server_error(client: TestClient, method: str, path: str,
     hub_down = path == "/api/pull" and response.status_code == 502  # the hub is unreachable here, on purpose
     assert response.status_code < 500 or hub_down, (response.status_code, response.text)
     if response.status_code >= 400 and response.headers.get("content-type", "").startswith("application/json"):
-        assert set(response.json()) == {"error"}, response.text
+        assert set(response.json()) == ERROR_KEYS.get(path, {"error"}), response.text
