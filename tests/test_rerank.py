@@ -4,6 +4,7 @@ CrossEncoder scores them, behind /api/rerank, Cohere's and Jina's /v1 and /v2 /r
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import cohere
 import httpx
 import numpy as np
+import openvino as ov
 import pytest
 
 from tests.conftest import REFERENCE, Daemon, require_shared
@@ -71,6 +73,24 @@ def test_api_rerank_scores_as_cross_encoder_does_best_first(rerankers: Daemon, f
         expected = sorted(range(len(documents)), key=lambda i: -scores[i])
         assert [r["index"] for r in results] == expected
         assert "document" not in results[0]
+
+
+def test_a_cross_encoder_shipped_as_openvino_ir_scores_the_same(rerankers: Daemon, tmp_path: Path) -> None:
+    """A repo's own `openvino/` export (as cross-encoder/ms-marco-MiniLM ships one), played by the ONNX fixture
+    saved as IR by OpenVINO itself."""
+    folder = tmp_path / "bert-rerank-ir"
+    shutil.copytree(FIXTURES / "bert-rerank-onnx", folder, ignore=shutil.ignore_patterns("onnx"))
+    (folder / "openvino").mkdir()
+    network = ov.convert_model(str(FIXTURES / "bert-rerank-onnx" / "onnx" / "model.onnx"))
+    ov.save_model(network, str(folder / "openvino" / "openvino_model.xml"), compress_to_fp16=False)
+    rerankers.create("bert-rerank-ir", folder)
+    try:
+        query, documents = next(iter(_pairs("bert-rerank-onnx").items()))
+        answer = _post(rerankers, "/api/rerank", {"model": "bert-rerank-ir", "query": query, "documents": documents})
+        scores = np.array([r["relevance_score"] for r in sorted(answer.json()["results"], key=lambda r: r["index"])])
+        assert np.abs(scores - _reference("bert-rerank-onnx", "scores")[query]).max() <= SCORE_TOLERANCE
+    finally:
+        rerankers.cli("rm", "bert-rerank-ir", check=False)
 
 
 @pytest.mark.parametrize("fixture", RERANKERS)
