@@ -46,9 +46,10 @@ class Services:
         if kept:
             log.info(
                 "%.0f MB of downloads from unfinished pulls (%s) are kept so pulling again resumes; "
-                "`ovembed pull --prune` removes them",
+                "`OVEMBED_MODELS=%s ovembed pull --prune` removes them",
                 sum(k.size for k in kept) / 1e6,
                 ", ".join(k.repo for k in kept),
+                store.root,
             )
         engine = Engine(settings.device, settings.precision, settings.performance_hint, settings.compile_cache)
         records = store.list()

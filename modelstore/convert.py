@@ -18,7 +18,7 @@ from modelstore.spec import EMBED, RERANK
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
-# What the engine reads from the network it loads, per task: the per-token states, or a reranker's logits.
+# The name of the one output a converted network keeps, per task: the per-token states, or a reranker's logits.
 OUTPUT_NAME = {EMBED: "last_hidden_state", RERANK: "logits"}
 _WEIGHT_TYPES = {
     ov.Type.f32: "fp32",

@@ -9,11 +9,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from modelstore.layout import REPO_DOWNLOAD_PREFIX, StoreLayout
+
+# How often a pull waiting for another pull of the same repo looks whether it should still wait.
+_LOCK_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,13 @@ class KeptDownload:
 
 
 def _folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes of the files in `folder`; a file a running pull renames meanwhile counts as gone."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total
 
 
 def kept_size(layout: StoreLayout, repo: str) -> int:
@@ -42,27 +53,27 @@ def kept_downloads(layout: StoreLayout) -> list[KeptDownload]:
 
 
 @contextlib.contextmanager
-def _lock(layout: StoreLayout, repo: str, *, wait: bool) -> Iterator[bool]:
-    """The repo's pull lock; yields whether it was taken (always, when `wait`)."""
+def pulling(layout: StoreLayout, repo: str, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Held by a pull from its first download to the end of its conversion. While another pull of the same
+    repo holds it, `waiting` is called every fraction of a second: raising from it stops the wait."""
     path = layout.download_lock(repo)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
+        while not _try_lock(handle):
+            waiting()
+            time.sleep(_LOCK_POLL_SECONDS)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
+            yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def pulling(layout: StoreLayout, repo: str) -> Iterator[None]:
-    """Held by a pull from its first download to the end of its conversion."""
-    with _lock(layout, repo, wait=True):
-        yield
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def prune(layout: StoreLayout) -> tuple[list[KeptDownload], list[KeptDownload]]:
@@ -70,11 +81,17 @@ def prune(layout: StoreLayout) -> tuple[list[KeptDownload], list[KeptDownload]]:
     removed: list[KeptDownload] = []
     in_use: list[KeptDownload] = []
     for kept in kept_downloads(layout):
-        with _lock(layout, kept.repo, wait=False) as taken:
-            if not taken:
-                in_use.append(kept)
-                continue
-            shutil.rmtree(layout.repo_download(kept.repo), ignore_errors=True)
+        lock = layout.download_lock(kept.repo)
+        # No lock file: no pull has run since the lock files came in, and none creates its download without it.
+        # Never created here, so a prune run as root leaves nothing the service's own user cannot open.
+        with contextlib.ExitStack() as held:
+            if lock.is_file():
+                handle = held.enter_context(lock.open("a"))
+                if not _try_lock(handle):
+                    in_use.append(kept)
+                    continue
+                held.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+            shutil.rmtree(layout.repo_download(kept.repo))  # a failure says why, rather than "removed"
             shutil.rmtree(layout.hub_locks(kept.repo), ignore_errors=True)
             removed.append(kept)
     return removed, in_use

@@ -185,21 +185,35 @@ class Puller:
                 log.warning("hub unreachable; %s is already present: %s", name.display, error)
                 return self._finish_present(present, report)
             raise
-        # This name, or another name for the same repo at the same commit (which becomes a copy).
+        present = self._fetched(name, source, commit)
+        if present is not None:
+            return self._finish_present(present, report)
+
+        def waiting() -> None:
+            if cancelled():
+                raise PullCancelled()
+
+        with pulling(self.store.layout, source.repo, waiting):
+            # Another name for the same model may have been pulled while this one waited for the lock.
+            present = self._fetched(name, source, commit)
+            if present is not None:
+                return self._finish_present(present, report)
+            repo, fetched_commit, plan = self._plan(source, commit)
+            # A mirror's files are downloaded under its own name, so they are held too.
+            with pulling(self.store.layout, repo, waiting) if repo != source.repo else contextlib.nullcontext():
+                return self._fetch_and_create(name, source, commit, repo, fetched_commit, plan, report, cancelled)
+
+    def _fetched(self, name: ModelName, source: HubSource, commit: str) -> ModelRecord | None:
+        """This name, or a copy under it of another name for the same repo, commit and weights, if stored."""
         wanted = (source.repo, commit, source.weights)
         fetched = [
             r
             for r in self.store.list()
             if (r.extra.get("hf_repo"), r.extra.get("hf_commit"), r.extra.get("weights")) == wanted
         ]
-        if fetched:
-            same_name = next((r for r in fetched if r.name.key == name.key), None)
-            return self._finish_present(same_name or self.store.copy(fetched[0], name), report)
-        with pulling(self.store.layout, source.repo):
-            repo, fetched_commit, plan = self._plan(source, commit)
-            # A mirror's files are downloaded under its own name, so they are held too.
-            with pulling(self.store.layout, repo) if repo != source.repo else contextlib.nullcontext():
-                return self._fetch_and_create(name, source, commit, repo, fetched_commit, plan, report, cancelled)
+        if not fetched:
+            return None
+        return next((r for r in fetched if r.name.key == name.key), None) or self.store.copy(fetched[0], name)
 
     def _fetch_and_create(
         self,

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +222,7 @@ class ModelStore:
             name=name,
             digest=digest,
             size=size,
-            modified_at=datetime.now(timezone.utc).astimezone(),
+            modified_at=datetime.now(UTC).astimezone(),
             source=source,
             spec=spec,
             path=blob,
@@ -250,7 +250,7 @@ class ModelStore:
             name=destination,
             digest=source.digest,
             size=source.size,
-            modified_at=datetime.now(timezone.utc).astimezone(),
+            modified_at=datetime.now(UTC).astimezone(),
             source=source.source,
             spec=source.spec,
             path=source.path,

@@ -12,7 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def parse_time(text: str) -> datetime:
 def seconds_left(client: httpx.Client, display: str) -> float:
     entry = ps_entry(client, display)
     assert entry is not None, f"{display} is not in /api/ps"
-    return (parse_time(entry["expires_at"]) - datetime.now(timezone.utc)).total_seconds()
+    return (parse_time(entry["expires_at"]) - datetime.now(UTC)).total_seconds()
 
 
 def wait_gone_from_ps(client: httpx.Client, display: str, timeout: float = 5.0) -> bool:

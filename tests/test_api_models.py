@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +247,7 @@ def test_ps_shape_and_order(client: httpx.Client, ps_models: list[str]) -> None:
     expiries = [parse_time(m["expires_at"]) for m in models]
     assert expiries == sorted(expiries, reverse=True)
     digest = tag(client, "tiny:latest")["digest"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for item in models:
         assert set(item) >= PS_KEYS
         assert item["model"] == item["name"]
@@ -533,7 +533,7 @@ def test_preloaded_models_are_loaded_at_start_and_kept(tmp_path: Path, tiny_dir:
                 time.sleep(0.1)
             (loaded,) = http.get("/api/ps").json()["models"]
             assert loaded["name"] == "tiny:latest"
-            assert datetime.fromisoformat(loaded["expires_at"]).year > datetime.now(timezone.utc).year + 50
+            assert datetime.fromisoformat(loaded["expires_at"]).year > datetime.now(UTC).year + 50
             time.sleep(1.5)  # past OLLAMA_KEEP_ALIVE: a preloaded model stays
             assert ps_names(http) == ["tiny:latest"]
         assert "OVEMBED_PRELOAD names not-pulled, which is not in the store; pull it first" in running.log()

@@ -277,7 +277,8 @@ def _send(client: TestClient, method: str, path: str, body: Any) -> Any:
 
 
 def test_every_row_is_reached_here_or_named_with_its_socket_test() -> None:
-    covered = {case[0] for case in CASES} | {"QueueFull"}  # QueueFull: test_a_full_queue_answers_503 below
+    # QueueFull and NO_RERANKER: the tests of their own below.
+    covered = {case[0] for case in CASES} | {"QueueFull", "NO_RERANKER"}
     assert covered.isdisjoint(SOCKET_ONLY)
     assert covered | set(SOCKET_ONLY) == every_row()
 
@@ -307,6 +308,18 @@ def test_a_full_queue_answers_503(full_client: TestClient) -> None:
     response = full_client.post("/api/embed", json={"model": "tiny", "input": "water"})
     assert response.status_code == 503
     assert response.json() == {"error": "server busy, please try again.  maximum pending requests exceeded"}
+
+
+def test_teis_shape_with_no_reranker_installed_says_to_pull_one(tmp_path: Path) -> None:
+    for empty in _client(tmp_path):
+        response = empty.post("/rerank", json={"query": "q", "texts": ["a"]})
+        assert (response.status_code, response.json()) == (
+            404,
+            {
+                "error": "no reranker is installed: pull one (ovembed pull bge-reranker-v2-m3) and send again",
+                "error_type": "validation",
+            },
+        )
 
 
 def test_a_damaged_model_does_not_harm_the_others(client: TestClient) -> None:

@@ -556,6 +556,21 @@ def test_qwen3_reranker_pulls_by_its_catalog_name_and_scores_as_its_model_card(
     assert shown["capabilities"] == ["rerank"] and shown["details"]["quantization_level"] == "FP16"
 
 
+def test_two_tags_of_one_model_pulled_at_once_convert_once(daemon: Daemon, hub: FakeHub, models: Models) -> None:
+    """`bge-reranker-base` and `bge-reranker-base:278m` at the same moment: the second waits for the first's lock,
+    then finds the model and copies it, instead of downloading and converting it again."""
+    repo = "BAAI/bge-reranker-base"
+    hub.add_repo(repo, models.reranker)
+    hub.slow("model.safetensors", (models.reranker / "model.safetensors").stat().st_size / 2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda tag: pull(daemon, f"bge-reranker-base:{tag}"), ("latest", "278m")))
+    hub.clear_faults()
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"status": "success"})] * 2
+    assert file_gets(hub, repo)["model.safetensors"] == 1
+    names = listed(daemon)
+    assert names["bge-reranker-base:latest"]["digest"] == names["bge-reranker-base:278m"]["digest"]
+
+
 def test_a_mirrored_model_pulls_once_and_its_other_tags_are_copies(
     daemon: Daemon, hub: FakeHub, models: Models
 ) -> None:

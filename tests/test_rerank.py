@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,14 @@ def test_edge_cases_answer_sensibly(rerankers: Daemon) -> None:
 
     above = _post(rerankers, "/api/rerank", {"model": "bert-rerank", "query": "fox", "documents": ["a"], "top_n": 5})
     assert len(above.json()["results"]) == 1
+
+    # A query far past the context, with many documents: cut once to what a pair can hold, so it is quick and
+    # scores as any query of the same first tokens does.
+    huge, enough = "why is the sky blue? " * 5000, "why is the sky blue? " * 10
+    started = time.monotonic()
+    huge_ranked = _rank(rerankers, huge, many[:500])
+    assert time.monotonic() - started < 20
+    assert huge_ranked == _rank(rerankers, enough, many[:500])
 
     long_text = " ".join(words * 40)  # far past the 24-token context
     cut = _rank(rerankers, "fox", [long_text, "fox"])

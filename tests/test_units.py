@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from tokenizers import Tokenizer
 
 from daemon.cli.humanize import human_time
 from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
 from daemon.http.guard import host_allowed
 from daemon.http.views import parameter_size
 from daemon.inference.device import DeviceError, compile_config, pick_device
+from daemon.inference.engine import longest_first
 from modelstore.sizes import human_bytes
+from tests.test_convert import FIXTURES
 
 TYPES = {"CPU": "INTEGRATED", "GPU.0": "INTEGRATED", "GPU.1": "DISCRETE", "GPU": "INTEGRATED", "NPU": "INTEGRATED"}
 
@@ -115,7 +118,7 @@ def test_human_bytes(size: int, text: str) -> None:
 
 
 def test_human_time() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert human_time(now - timedelta(minutes=2, seconds=5), now) == "2 minutes ago"
     assert human_time(now + timedelta(minutes=4, seconds=30), now) == "4 minutes from now"
     assert human_time(now - timedelta(seconds=30), now) == "30 seconds ago"
@@ -146,3 +149,17 @@ def test_parameter_size(count: int, text: str) -> None:
 )
 def test_host_check_uses_gos_private_ranges(host: str, allowed: bool) -> None:
     assert host_allowed(host) is allowed
+
+
+def test_longest_first_keeps_what_the_tokenizers_library_keeps() -> None:
+    """Every split of a pair against the library's own longest-first truncation, on BERT's pair template."""
+    library = Tokenizer.from_file(str(FIXTURES / "bert-rerank" / "tokenizer.json"))
+    library.no_padding()
+    word = next(w for w in ("a", "the", "fox") if len(library.encode(w, add_special_tokens=False).ids) == 1)
+    for room in (2, 3, 7, 8, 21):
+        library.enable_truncation(room + 3, strategy="longest_first")  # [CLS] A [SEP] B [SEP]
+        for first in range(0, 30, 3):
+            for second in range(1, 30, 4):
+                encoded = library.encode(" ".join([word] * first), " ".join([word] * second))
+                kept = (encoded.type_ids.count(0) - 2, encoded.type_ids.count(1) - 1)
+                assert longest_first(first, second, room) == kept, (first, second, room)

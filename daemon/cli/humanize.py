@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def _duration(seconds: float) -> str:
@@ -33,7 +33,7 @@ def _duration(seconds: float) -> str:
 
 def human_time(moment: datetime, now: datetime | None = None) -> str:
     """`2 minutes ago`, `4 minutes from now`, or `Forever` for a keep_alive that never ends."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     delta = (moment - now).total_seconds()
     if delta > 20 * 365 * 86400:
         return "Forever"

@@ -78,6 +78,7 @@ class Err:
     BODY_STALLED = Reply(408, "request body stalled: nothing arrived for {seconds} s (OVEMBED_READ_TIMEOUT)")
     DOCUMENTS_TYPE = Reply(400, "{field} must be a list of {kinds}")
     QUERY_REQUIRED = Reply(400, "query is required")
+    NO_RERANKER = Reply(404, "no reranker is installed: pull one (ovembed pull bge-reranker-v2-m3) and send again")
     TOP_N_NEGATIVE = Reply(400, "{field} must be 0 (all) or more, not {value}")
     RERANKER_UNNAMED = Reply(
         400, 'name the reranker in "model": {count} are installed, and only one can be the default'

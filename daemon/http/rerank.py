@@ -92,6 +92,11 @@ async def ollama_rerank(request: Request) -> Response:
 
 
 async def cohere_rerank(request: Request) -> Response:
+    """Cohere's v1 or v2 shape (the path says which) and Jina's."""
+    return await _cohere_rerank(request, "1" if request.url.path.startswith("/v1/") else "2")
+
+
+async def _cohere_rerank(request: Request, version: str) -> Response:
     """Cohere's v1/v2 and Jina's shape: documents as strings or `{"text"}`, `max_tokens_per_doc`, `usage`."""
     fields = await read_fields(request, "RerankRequest")
     model_text = fields.string("model")
@@ -117,17 +122,20 @@ async def cohere_rerank(request: Request) -> Response:
             "model": model_text,
             "results": results,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
         }
     )
 
 
 def _only_reranker(request: Request) -> ModelRecord:
-    """TEI serves one model; here the request may name one, else the store's only reranker is it."""
-    rerankers = [r for r in services_of(request).store.list() if r.spec.task == RERANK]
-    if len(rerankers) != 1:
+    """TEI serves one model; here the request may name one, else the store's only reranker is it (names that
+    are copies of one model count once)."""
+    rerankers = {r.digest: r for r in services_of(request).store.list() if r.spec.task == RERANK}
+    if not rerankers:
+        raise Err.NO_RERANKER()
+    if len(rerankers) > 1:
         raise Err.RERANKER_UNNAMED(count=len(rerankers))
-    return rerankers[0]
+    return next(iter(rerankers.values()))
 
 
 async def tei_rerank(request: Request) -> Response:

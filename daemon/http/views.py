@@ -91,7 +91,7 @@ def show(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
         "parameters": parameters,
         "details": details(record),
         "model_info": model_info(record, compute_precision),
-        "capabilities": [CAPABILITIES[record.spec.task]],
+        "capabilities": [CAPABILITIES.get(record.spec.task, "embedding")],
         "modified_at": rfc3339(record.modified_at),
     }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from daemon.inference.device import PRECISION_HINTS, DeviceChoice, compile_config, pick_device
 from daemon.inference.errors import ContextTooSmall, InputTooLong
@@ -97,8 +97,6 @@ class LoadedModel:
         self.tokenizer.no_padding()
         self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
-        self._pair_tokenizers: dict[int, Tokenizer] = {}
-        self._pair_tokenizers_lock = threading.Lock()
         self.reranks = self.spec.task == RERANK
         self.pad_id = self._pad_id()
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
@@ -150,21 +148,40 @@ class LoadedModel:
         self, query: str, documents: Sequence[str], limit: int, truncate: bool = True
     ) -> list[TokenizedText]:
         """Each (query, document) pair joined as the model's tokenizer joins a pair, with its segment ids, and
-        cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: the tokenizer's own longest-first
-        truncation, which shortens the longer side first, so a short query stays whole. InputTooLong for a
-        pair over the limit when truncation is off."""
+        cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: longest first, as the tokenizers
+        library does it, so a short query stays whole. InputTooLong for a pair over the limit when truncation
+        is off. The query is tokenized once and no longer than a pair can hold, so a long query sent with many
+        documents costs no more to tokenize than the pairs cost to run."""
+        query = self._within(query, limit)
         if self.spec.pair_format:
             return self._tokenize_prompts(query, documents, limit, truncate)
-        if limit - self._pair_special_count < 2:
+        room = limit - self._pair_special_count
+        if room < 2:
             raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._pair_special_count} special tokens")
+        query_length = len(self.tokenizer.encode(query, add_special_tokens=False).ids)
         cap = limit * CHARS_PER_TOKEN
-        pairs = [(query[:cap], document[:cap]) for document in documents]
-        encoded = self._pair_tokenizer(limit).encode_batch(pairs)
-        if not truncate and any(e.overflowing for e in encoded):
-            raise InputTooLong(f"a query and document over the limit of {limit} tokens")
-        return [
-            TokenizedText(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encoded
-        ]
+        bodies = self.tokenizer.encode_batch([d[:cap] for d in documents], add_special_tokens=False)
+        cut_queries: dict[int, Encoding] = {}
+        out: list[TokenizedText] = []
+        for body in bodies:
+            keep_query, keep_document = longest_first(query_length, len(body.ids), room)
+            if not truncate and (keep_query, keep_document) != (query_length, len(body.ids)):
+                raise InputTooLong(f"a query and document over the limit of {limit} tokens")
+            first = cut_queries.get(keep_query)
+            if first is None:  # Encoding.truncate cuts in place, so each length has its own
+                first = cut_queries[keep_query] = self.tokenizer.encode(query, add_special_tokens=False)
+                first.truncate(keep_query)
+            body.truncate(keep_document)
+            full = self.tokenizer.post_process(first, body, add_special_tokens=True)
+            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64), np.asarray(full.type_ids, dtype=np.int64)))
+        return out
+
+    def _within(self, query: str, limit: int) -> str:
+        """The query cut to the text of its first `limit` tokens: no pair can hold more of it."""
+        encoded = self.tokenizer.encode(query[: limit * CHARS_PER_TOKEN], add_special_tokens=False)
+        if len(encoded.ids) <= limit:
+            return query[: limit * CHARS_PER_TOKEN]
+        return query[: encoded.offsets[limit - 1][1]]
 
     def _tokenize_prompts(
         self, query: str, documents: Sequence[str], limit: int, truncate: bool
@@ -180,26 +197,12 @@ class LoadedModel:
             )
         cap = limit * CHARS_PER_TOKEN
         bodies = self.tokenizer.encode_batch(
-            [
-                form["body"].format(instruction=form["instruction"], query=query[:cap], document=d[:cap])
-                for d in documents
-            ],
+            [form["body"].format(instruction=form["instruction"], query=query, document=d[:cap]) for d in documents],
             add_special_tokens=False,
         )
         if not truncate and any(len(b.ids) > room for b in bodies):
             raise InputTooLong(f"a query and document over the limit of {limit} tokens")
         return [TokenizedText(np.asarray([*prefix, *b.ids[:room], *suffix], dtype=np.int64)) for b in bodies]
-
-    def _pair_tokenizer(self, limit: int) -> Tokenizer:
-        """A copy of the tokenizer that truncates pairs at `limit`; one per limit, since setting truncation on a
-        shared tokenizer would race between threads."""
-        with self._pair_tokenizers_lock:
-            tokenizer = self._pair_tokenizers.get(limit)
-            if tokenizer is None:
-                tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
-                tokenizer.enable_truncation(limit, strategy="longest_first")
-                self._pair_tokenizers[limit] = tokenizer
-            return tokenizer
 
     def embed(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
         """Pooled float32 vectors [len(batch), dimension] for one padded batch, on the given slot's request;
@@ -249,6 +252,19 @@ class LoadedModel:
             compiled = self._widen()
             self._requests = [compiled.create_infer_request() for _ in self._requests]
             self.compiled, self.precision, self._widen = compiled, "fp32", None
+
+
+def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of each side of a pair the tokenizers library keeps when it cuts the pair to `room`
+    with its longest-first strategy (utils/truncation.rs): the shorter side whole if the longer can give way
+    alone, else both at half. tests/test_units.py holds it to the library's own truncation."""
+    if first + second <= room:
+        return first, second
+    shorter, longer = sorted((first, second))
+    longer = shorter if shorter > room else max(shorter, room - shorter)
+    if shorter + longer > room:
+        shorter, longer = room // 2, room // 2 + room % 2
+    return (longer, shorter) if first > second else (shorter, longer)
 
 
 # sentence-transformers Dense activations, as stored in the spec.

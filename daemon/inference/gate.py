@@ -28,6 +28,7 @@ class Gate:
         self.max_inputs = max_inputs
         self._running: set[asyncio.Task[object]] = set()
         self._stopped: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     @contextlib.asynccontextmanager
     async def lane(
@@ -42,7 +43,11 @@ class Gate:
                 yield used
 
     async def run(self, work: Awaitable[T]) -> T:
-        """Await `work` in the caller's task; Stopping when stop() ends it."""
+        """Await `work` in the caller's task; Stopping when stop() ends it, or has already passed."""
+        if self._stopping:  # a request that reached here after the bound (its body was still arriving)
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise Stopping("the shutdown bound passed before the request was done")
         task = asyncio.current_task()
         assert task is not None
         self._running.add(task)
@@ -58,7 +63,8 @@ class Gate:
             self._stopped.discard(task)
 
     def stop(self) -> None:
-        """End every request still running: the shutdown bound has passed."""
+        """End every request still running, and any that comes after: the shutdown bound has passed."""
+        self._stopping = True
         for task in self._running:
             self._stopped.add(task)
             task.cancel()

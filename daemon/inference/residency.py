@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from daemon.inference.batcher import BatchLimits, Lane
 from daemon.inference.engine import Engine, LoadedModel
@@ -31,7 +31,7 @@ _Key = tuple[tuple[str, str, str, str], str]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).astimezone()
+    return datetime.now(UTC).astimezone()
 
 
 @dataclass(eq=False)
