@@ -11,8 +11,9 @@ import pytest
 
 from daemon.inference.admission import Admission
 from daemon.inference.batcher import MAX_PADDING_SHARE, BatchLimits, EmbedResult, Job, Lane, Pool
-from daemon.inference.engine import Engine, LoadedModel, TokenizedText
+from daemon.inference.engine import Engine, LoadedModel
 from daemon.inference.errors import QueueFull
+from daemon.inference.tokenize import TokenizedText
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
@@ -128,7 +129,7 @@ def test_vectors_come_back_in_order_and_independent_of_company(tiny_model: Loade
         return together.vectors, [a.vectors[0] for a in alone]
 
     together, alone = asyncio.run(run())
-    direct = np.concatenate([tiny_model.embed(0, tiny_model.tokenize([t], 32, True)) for t in texts[:40]])
+    direct = np.concatenate([tiny_model.embed(0, tiny_model.tokens.texts([t], 32, True)) for t in texts[:40]])
     assert np.allclose(together[:40], direct, atol=1e-5)
     assert np.allclose(np.stack(alone), direct, atol=1e-5)
 

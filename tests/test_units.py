@@ -13,7 +13,7 @@ from daemon.durations import DurationError, keep_alive_seconds, parse_go_duratio
 from daemon.http.guard import host_allowed
 from daemon.http.views import parameter_size
 from daemon.inference.device import DeviceError, compile_config, pick_device
-from daemon.inference.engine import longest_first
+from daemon.inference.tokenize import longest_first
 from modelstore.sizes import human_bytes
 from tests.test_convert import FIXTURES
 

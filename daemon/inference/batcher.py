@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from daemon.inference.engine import LoadedModel, TokenizedText
+from daemon.inference.engine import LoadedModel
 from daemon.inference.errors import ContextTooSmall, InferenceFailed, InputTooLong
+from daemon.inference.tokenize import TokenizedText
 from daemon.metrics import BATCH_PADDING, BATCH_TEXTS, INFERENCE_SECONDS
 from modelstore.convert import openvino_reason
 
@@ -214,12 +215,12 @@ class Lane:
         with no room, and InferenceFailed when OpenVINO fails a batch.
         """
         chars = sum(len(t) for t in texts)
-        return await self._run(await _tokenized(chars, self.model.tokenize, texts, limit, truncate))
+        return await self._run(await _tokenized(chars, self.model.tokens.texts, texts, limit, truncate))
 
     async def rerank(self, query: str, documents: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
         """A reranker's logits [documents, 1] for each (query, document) pair, batched with every other request's."""
         chars = len(query) * len(documents) + sum(len(d) for d in documents)
-        tokenized = await _tokenized(chars, self.model.tokenize_pairs, query, documents, limit, truncate)
+        tokenized = await _tokenized(chars, self.model.tokens.pairs, query, documents, limit, truncate)
         return await self._run(tokenized)
 
     async def _run(self, tokenized: list[TokenizedText]) -> EmbedResult:

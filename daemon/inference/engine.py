@@ -1,4 +1,4 @@
-"""OpenVINO inference for stored models: tokenize, run the network, pool (or, for a reranker, read its logits).
+"""OpenVINO inference for stored models: run the network on tokenized batches, pool (or read a reranker's logits).
 
 The engine never normalizes: /api/embed normalizes and /api/embeddings does not, so that choice belongs
 to the embedding step (embed.py). Everything here is blocking and runs on worker threads; OpenVINO and
@@ -12,15 +12,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
-from tokenizers import Encoding, Tokenizer
 
 from daemon.inference.device import PRECISION_HINTS, DeviceChoice, compile_config, pick_device
-from daemon.inference.errors import ContextTooSmall, InputTooLong
 from daemon.inference.precision import (
     MIN_COSINE,
     MIN_SCORE_CORRELATION,
@@ -33,7 +30,8 @@ from daemon.inference.precision import (
     trial,
 )
 from daemon.inference.precision_trial import TrialFailed, run_trial
-from modelstore.layout import IR_FILE, TOKENIZER_FILE, dense_file
+from daemon.inference.tokenize import ModelTokenizer, TokenizedText
+from modelstore.layout import IR_FILE, dense_file
 from modelstore.spec import RERANK
 from modelstore.store import ModelRecord
 
@@ -41,25 +39,11 @@ log = logging.getLogger(__name__)
 
 # GPU kernels are compiled per shape; rounding the padded length keeps their number small.
 _GPU_PAD_MULTIPLE = 16
-# No real text has longer tokens: WordPiece makes a word of over 100 characters one [UNK], BPE merges are shorter.
-CHARS_PER_TOKEN = 100
 # In the cache folder: the precision choices, and a folder of compiled blobs per model and precision.
 PRECISION_FILE = "precision.json"
 COMPILED_FOLDER = "compiled"
 # OpenVINO's element types as OVEMBED_PRECISION names them.
 _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
-
-
-@dataclass(frozen=True)
-class TokenizedText:
-    """Token ids ready for the network; `ids` already carries the special tokens. A (query, document) pair
-    for a reranker also has its segment ids, 0 for the query and 1 for the document in BERT's layout."""
-
-    ids: np.ndarray
-    type_ids: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def compute_precision(compiled: ov.CompiledModel) -> str:
@@ -69,7 +53,7 @@ def compute_precision(compiled: ov.CompiledModel) -> str:
 
 
 class LoadedModel:
-    """A compiled network with its tokenizer and one infer request per parallel slot.
+    """A compiled network with its tokenizer (`tokens`) and one infer request per parallel slot.
 
     `widen` compiles the network in fp32; given one, a batch whose vectors are not finite (fp16 overflows
     where fp32 does not, as Gemma's activations do) is run again in fp32 and the model stays in fp32.
@@ -89,16 +73,8 @@ class LoadedModel:
         self.device = device
         self._widen = widen if self.precision != "fp32" else None
         self._widening = threading.Lock()
-        # Read by Python, which lets go of the GIL while the disk is slow; from_file would hold it throughout.
-        self.tokenizer = Tokenizer.from_str((record.path / TOKENIZER_FILE).read_text(encoding="utf-8"))
-        # The repo's tokenizer.json may carry its own truncation and padding (all-MiniLM: 128); the model's
-        # context length rules instead, and padding is done per batch.
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
-        self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
+        self.tokens = ModelTokenizer(record)
         self.reranks = self.spec.task == RERANK
-        self.pad_id = self._pad_id()
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
         self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
         self._pad_multiple = _GPU_PAD_MULTIPLE if device.is_gpu else 1
@@ -112,104 +88,12 @@ class LoadedModel:
         """How many batches the device runs at once, as OpenVINO advises for the compiled model."""
         return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
 
-    def _pad_id(self) -> int:
-        padding = self.tokenizer.padding or {}
-        if "pad_id" in padding:
-            return int(padding["pad_id"])
-        for token in ("[PAD]", "<pad>", "<|endoftext|>"):
-            token_id = self.tokenizer.token_to_id(token)
-            if token_id is not None:
-                return token_id
-        return 0
-
-    def tokenize(self, texts: Sequence[str], limit: int, truncate: bool) -> list[TokenizedText]:
-        """Token ids per text, cut to `limit` tokens with the special tokens kept, as sentence-transformers does.
-
-        Raises InputTooLong for a text over the limit when truncation is off, and ContextTooSmall for a
-        non-empty text when the special tokens fill the whole limit, as Ollama refuses both.
-        """
-        if truncate:  # what lies past this is cut anyway: never tokenize megabytes to keep a few hundred tokens
-            texts = [t[: limit * CHARS_PER_TOKEN] for t in texts]
-        bodies = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        room = max(0, limit - self._special_count)
-        out: list[TokenizedText] = []
-        for body in bodies:
-            if body.ids and room <= 0:
-                raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._special_count} special tokens")
-            if len(body.ids) > room:
-                if not truncate:
-                    raise InputTooLong(f"{len(body.ids) + self._special_count} tokens over a limit of {limit}")
-                body.truncate(room)
-            full = self.tokenizer.post_process(body, None, add_special_tokens=True)
-            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64)))
-        return out
-
-    def tokenize_pairs(
-        self, query: str, documents: Sequence[str], limit: int, truncate: bool = True
-    ) -> list[TokenizedText]:
-        """Each (query, document) pair joined as the model's tokenizer joins a pair, with its segment ids, and
-        cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: longest first, as the tokenizers
-        library does it, so a short query stays whole. InputTooLong for a pair over the limit when truncation
-        is off. The query is tokenized once and no longer than a pair can hold, so a long query sent with many
-        documents costs no more to tokenize than the pairs cost to run."""
-        query = self._within(query, limit)
-        if self.spec.pair_format:
-            return self._tokenize_prompts(query, documents, limit, truncate)
-        room = limit - self._pair_special_count
-        if room < 2:
-            raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._pair_special_count} special tokens")
-        query_length = len(self.tokenizer.encode(query, add_special_tokens=False).ids)
-        cap = limit * CHARS_PER_TOKEN
-        bodies = self.tokenizer.encode_batch([d[:cap] for d in documents], add_special_tokens=False)
-        cut_queries: dict[int, Encoding] = {}
-        out: list[TokenizedText] = []
-        for body in bodies:
-            keep_query, keep_document = longest_first(query_length, len(body.ids), room)
-            if not truncate and (keep_query, keep_document) != (query_length, len(body.ids)):
-                raise InputTooLong(f"a query and document over the limit of {limit} tokens")
-            first = cut_queries.get(keep_query)
-            if first is None:  # Encoding.truncate cuts in place, so each length has its own
-                first = cut_queries[keep_query] = self.tokenizer.encode(query, add_special_tokens=False)
-                first.truncate(keep_query)
-            body.truncate(keep_document)
-            full = self.tokenizer.post_process(first, body, add_special_tokens=True)
-            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64), np.asarray(full.type_ids, dtype=np.int64)))
-        return out
-
-    def _within(self, query: str, limit: int) -> str:
-        """The query cut to the text of its first `limit` tokens: no pair can hold more of it."""
-        encoded = self.tokenizer.encode(query[: limit * CHARS_PER_TOKEN], add_special_tokens=False)
-        if len(encoded.ids) <= limit:
-            return query[: limit * CHARS_PER_TOKEN]
-        return query[: encoded.offsets[limit - 1][1]]
-
-    def _tokenize_prompts(
-        self, query: str, documents: Sequence[str], limit: int, truncate: bool
-    ) -> list[TokenizedText]:
-        """A language-model reranker's prompt per pair, as its model card builds it: the instruction, query and
-        document, cut at the end to leave room for the fixed prefix and suffix around them."""
-        form = self.spec.pair_format
-        prefix, suffix = (self.tokenizer.encode(form[k], add_special_tokens=False).ids for k in ("prefix", "suffix"))
-        room = limit - len(prefix) - len(suffix)
-        if room < 1:
-            raise ContextTooSmall(
-                f"a limit of {limit} leaves no room beside the {len(prefix) + len(suffix)}-token prompt"
-            )
-        cap = limit * CHARS_PER_TOKEN
-        bodies = self.tokenizer.encode_batch(
-            [form["body"].format(instruction=form["instruction"], query=query, document=d[:cap]) for d in documents],
-            add_special_tokens=False,
-        )
-        if not truncate and any(len(b.ids) > room for b in bodies):
-            raise InputTooLong(f"a query and document over the limit of {limit} tokens")
-        return [TokenizedText(np.asarray([*prefix, *b.ids[:room], *suffix], dtype=np.int64)) for b in bodies]
-
     def embed(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
         """Pooled float32 vectors [len(batch), dimension] for one padded batch, on the given slot's request;
         for a reranker its logits [len(batch), 1]."""
         length = max(len(t) for t in batch)
         length = -(-length // self._pad_multiple) * self._pad_multiple
-        ids = np.full((len(batch), length), self.pad_id, dtype=np.int64)
+        ids = np.full((len(batch), length), self.tokens.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), length), dtype=np.int64)
         types = np.zeros((len(batch), length), dtype=np.int64)
         for row, text in enumerate(batch):
@@ -252,19 +136,6 @@ class LoadedModel:
             compiled = self._widen()
             self._requests = [compiled.create_infer_request() for _ in self._requests]
             self.compiled, self.precision, self._widen = compiled, "fp32", None
-
-
-def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
-    """How many tokens of each side of a pair the tokenizers library keeps when it cuts the pair to `room`
-    with its longest-first strategy (utils/truncation.rs): the shorter side whole if the longer can give way
-    alone, else both at half. tests/test_units.py holds it to the library's own truncation."""
-    if first + second <= room:
-        return first, second
-    shorter, longer = sorted((first, second))
-    longer = shorter if shorter > room else max(shorter, room - shorter)
-    if shorter + longer > room:
-        shorter, longer = room // 2, room // 2 + room % 2
-    return (longer, shorter) if first > second else (shorter, longer)
 
 
 # sentence-transformers Dense activations, as stored in the spec.
@@ -401,7 +272,7 @@ def probe_model(model: LoadedModel) -> Probe:
     the second as its query."""
     limit = model.spec.context_length
     if model.reranks:
-        tokens = model.tokenize_pairs(PROBE_TEXTS[1], PROBE_TEXTS, limit)
+        tokens = model.tokens.pairs(PROBE_TEXTS[1], PROBE_TEXTS, limit)
     else:
-        tokens = model.tokenize(PROBE_TEXTS, limit, True)
+        tokens = model.tokens.texts(PROBE_TEXTS, limit, True)
     return probe(lambda: model.embed(0, tokens), lambda i: model.embed(0, tokens[i : i + 1]), len(tokens))

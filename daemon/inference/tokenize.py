@@ -1,0 +1,153 @@
+"""Texts, and a reranker's (query, document) pairs, into the token ids its network takes.
+
+As sentence-transformers tokenizes for each kind of model: texts cut to the context with the special tokens
+kept; a cross-encoder's pairs joined by its tokenizer's pair template and cut longest first; a language-model
+reranker's pairs in its model card's prompt. Every input is cut to what the context can hold before it is
+tokenized, so no request costs more to tokenize than its texts cost to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from daemon.inference.errors import ContextTooSmall, InputTooLong
+from modelstore.layout import TOKENIZER_FILE
+from modelstore.store import ModelRecord
+
+# No real text has longer tokens: WordPiece makes a word of over 100 characters one [UNK], BPE merges are shorter.
+CHARS_PER_TOKEN = 100
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids ready for the network; `ids` already carries the special tokens. A (query, document) pair
+    for a reranker also has its segment ids, 0 for the query and 1 for the document in BERT's layout."""
+
+    ids: np.ndarray
+    type_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of each side of a pair the tokenizers library keeps when it cuts the pair to `room`
+    with its longest-first strategy (utils/truncation.rs): the shorter side whole if the longer can give way
+    alone, else both at half. tests/test_units.py holds it to the library's own truncation."""
+    if first + second <= room:
+        return first, second
+    shorter, longer = sorted((first, second))
+    longer = shorter if shorter > room else max(shorter, room - shorter)
+    if shorter + longer > room:
+        shorter, longer = room // 2, room // 2 + room % 2
+    return (longer, shorter) if first > second else (shorter, longer)
+
+
+class ModelTokenizer:
+    """A stored model's tokenizer, as its network wants its inputs."""
+
+    def __init__(self, record: ModelRecord) -> None:
+        self.spec = record.spec
+        # Read by Python, which lets go of the GIL while the disk is slow; from_file would hold it throughout.
+        self.tokenizer = Tokenizer.from_str((record.path / TOKENIZER_FILE).read_text(encoding="utf-8"))
+        # The repo's tokenizer.json may carry its own truncation and padding (all-MiniLM: 128); the model's
+        # context length rules instead, and padding is done per batch.
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
+        self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
+        self.pad_id = self._pad_id()
+
+    def _pad_id(self) -> int:
+        padding = self.tokenizer.padding or {}
+        if "pad_id" in padding:
+            return int(padding["pad_id"])
+        for token in ("[PAD]", "<pad>", "<|endoftext|>"):
+            token_id = self.tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def texts(self, texts: Sequence[str], limit: int, truncate: bool) -> list[TokenizedText]:
+        """Token ids per text, cut to `limit` tokens with the special tokens kept, as sentence-transformers does.
+
+        Raises InputTooLong for a text over the limit when truncation is off, and ContextTooSmall for a
+        non-empty text when the special tokens fill the whole limit, as Ollama refuses both.
+        """
+        if truncate:  # what lies past this is cut anyway: never tokenize megabytes to keep a few hundred tokens
+            texts = [t[: limit * CHARS_PER_TOKEN] for t in texts]
+        bodies = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        room = max(0, limit - self._special_count)
+        out: list[TokenizedText] = []
+        for body in bodies:
+            if body.ids and room <= 0:
+                raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._special_count} special tokens")
+            if len(body.ids) > room:
+                if not truncate:
+                    raise InputTooLong(f"{len(body.ids) + self._special_count} tokens over a limit of {limit}")
+                body.truncate(room)
+            full = self.tokenizer.post_process(body, None, add_special_tokens=True)
+            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64)))
+        return out
+
+    def pairs(self, query: str, documents: Sequence[str], limit: int, truncate: bool = True) -> list[TokenizedText]:
+        """Each (query, document) pair joined as the model's tokenizer joins a pair, with its segment ids, and
+        cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: longest first, as the tokenizers
+        library does it, so a short query stays whole. InputTooLong for a pair over the limit when truncation
+        is off. The query is tokenized once and no longer than a pair can hold, so a long query sent with many
+        documents costs no more to tokenize than the pairs cost to run."""
+        query = self._within(query, limit)
+        if self.spec.pair_format:
+            return self._tokenize_prompts(query, documents, limit, truncate)
+        room = limit - self._pair_special_count
+        if room < 2:
+            raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._pair_special_count} special tokens")
+        query_length = len(self.tokenizer.encode(query, add_special_tokens=False).ids)
+        cap = limit * CHARS_PER_TOKEN
+        bodies = self.tokenizer.encode_batch([d[:cap] for d in documents], add_special_tokens=False)
+        cut_queries: dict[int, Encoding] = {}
+        out: list[TokenizedText] = []
+        for body in bodies:
+            keep_query, keep_document = longest_first(query_length, len(body.ids), room)
+            if not truncate and (keep_query, keep_document) != (query_length, len(body.ids)):
+                raise InputTooLong(f"a query and document over the limit of {limit} tokens")
+            first = cut_queries.get(keep_query)
+            if first is None:  # Encoding.truncate cuts in place, so each length has its own
+                first = cut_queries[keep_query] = self.tokenizer.encode(query, add_special_tokens=False)
+                first.truncate(keep_query)
+            body.truncate(keep_document)
+            full = self.tokenizer.post_process(first, body, add_special_tokens=True)
+            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64), np.asarray(full.type_ids, dtype=np.int64)))
+        return out
+
+    def _within(self, query: str, limit: int) -> str:
+        """The query cut to the text of its first `limit` tokens: no pair can hold more of it."""
+        encoded = self.tokenizer.encode(query[: limit * CHARS_PER_TOKEN], add_special_tokens=False)
+        if len(encoded.ids) <= limit:
+            return query[: limit * CHARS_PER_TOKEN]
+        return query[: encoded.offsets[limit - 1][1]]
+
+    def _tokenize_prompts(
+        self, query: str, documents: Sequence[str], limit: int, truncate: bool
+    ) -> list[TokenizedText]:
+        """A language-model reranker's prompt per pair, as its model card builds it: the instruction, query and
+        document, cut at the end to leave room for the fixed prefix and suffix around them."""
+        form = self.spec.pair_format
+        prefix, suffix = (self.tokenizer.encode(form[k], add_special_tokens=False).ids for k in ("prefix", "suffix"))
+        room = limit - len(prefix) - len(suffix)
+        if room < 1:
+            raise ContextTooSmall(
+                f"a limit of {limit} leaves no room beside the {len(prefix) + len(suffix)}-token prompt"
+            )
+        cap = limit * CHARS_PER_TOKEN
+        bodies = self.tokenizer.encode_batch(
+            [form["body"].format(instruction=form["instruction"], query=query, document=d[:cap]) for d in documents],
+            add_special_tokens=False,
+        )
+        if not truncate and any(len(b.ids) > room for b in bodies):
+            raise InputTooLong(f"a query and document over the limit of {limit} tokens")
+        return [TokenizedText(np.asarray([*prefix, *b.ids[:room], *suffix], dtype=np.int64)) for b in bodies]
