@@ -9,8 +9,6 @@ POOLING_MODES = ("mean", "cls", "lasttoken")
 # What a model is for: embedding texts, or scoring (query, document) pairs as a cross-encoder does.
 EMBED = "embed"
 RERANK = "rerank"
-# How a cross-encoder's logit becomes its relevance score, as sentence-transformers' CrossEncoder applies it.
-SCORE_ACTIVATIONS = ("sigmoid", "identity")
 
 
 def is_cross_encoder(config: dict[str, Any]) -> bool:

@@ -150,18 +150,13 @@ def _score_activation(model_config: dict[str, Any]) -> str:
     return activation
 
 
-def describe_cross_encoder(
-    folder: Path, model_config: dict[str, Any], fallback: ModelDescription | None = None
-) -> ModelDescription:
-    """A reranker: one score per (query, document) pair, from the classifier head on the first token; a
-    catalog entry's context caps the repo's."""
-    modules = _load(folder / "modules.json") or []
-    context = _context_length(folder, modules, model_config)
+def describe_cross_encoder(model_config: dict[str, Any], context_length: int) -> ModelDescription:
+    """A reranker: one score per (query, document) pair, from the classifier head on the first token."""
     return ModelDescription(
         architecture=str(model_config.get("model_type") or "unknown"),
         pooling="cls",
         normalize=False,
-        context_length=min(context, fallback.context_length) if fallback else context,
+        context_length=context_length,
         dimension=1,
         task=RERANK,
         score_activation=_score_activation(model_config),
@@ -177,33 +172,34 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: 
     its config cannot say; a cross-encoder is one by its config alone.
     """
     model_config = _load(folder / "config.json") or {}
-    if is_cross_encoder(model_config):
-        return describe_cross_encoder(folder, model_config, fallback)
-    if task == RERANK and fallback is None:  # asked for: a language model's config cannot say it reranks
+    cross_encoder = is_cross_encoder(model_config)
+    if task == RERANK and fallback is None and not cross_encoder:  # a language model's config cannot say it
         try:
             fallback = language_model_reranker(str(model_config.get("model_type")), _UNBOUNDED_MAX_LENGTH)
         except ValueError as exc:
             raise ConfigError(f"{exc}; a cross-encoder says so in its config.json") from exc
-    if fallback is not None and fallback.task == RERANK:  # a language-model reranker: its config is an LM's
-        own_context = _context_length(folder, _load(folder / "modules.json") or [], model_config)
-        return replace(fallback, context_length=min(own_context, fallback.context_length))
     modules_data = _load(folder / "modules.json")
     modules = modules_data or []
+    # Ollama truncates at its context for the tag (the catalog's num_ctx); never past what the model was made for.
+    own_context = _context_length(folder, modules, model_config)
+    context = min(own_context, fallback.context_length) if fallback else own_context
+    if cross_encoder:
+        return describe_cross_encoder(model_config, context)
+    if fallback is not None and fallback.task == RERANK:  # a language-model reranker: its config is an LM's
+        return replace(fallback, context_length=context)
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}
     architectures = model_config.get("architectures") or []
     architecture = model_config.get("model_type") or (architectures[0] if architectures else None)
     hidden = model_config.get("hidden_size")
     prompts = {str(k): str(v) for k, v in (st_model_config.get("prompts") or {}).items() if isinstance(v, str) and v}
     silent_normalize = fallback.normalize if fallback else False
-    # Ollama truncates at its context for the tag (the catalog's num_ctx); never past what the model was made for.
-    own_context = _context_length(folder, modules, model_config)
     normalize = _module(modules, "Normalize") is not None if modules_data else silent_normalize
     dense = read_dense(folder)
     return ModelDescription(
         architecture=str(architecture or (fallback.architecture if fallback else "unknown")),
         pooling=_pooling(folder, modules, fallback.pooling if fallback else "mean"),
         normalize=normalize,
-        context_length=min(own_context, fallback.context_length) if fallback else own_context,
+        context_length=context,
         dimension=int(hidden) if isinstance(hidden, int) else (fallback.dimension if fallback else 0),
         prompts=prompts or (dict(fallback.prompts) if fallback else {}),
         dense=tuple(d.activation for d in dense),
