@@ -61,6 +61,11 @@ class ModelTokenizer:
         self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
         self.pad_id = self._pad_id()
+        # A language-model reranker's fixed prompt around each pair, tokenized once.
+        form = self.spec.pair_format
+        self._prompt_ends = tuple(
+            self.tokenizer.encode(form[k], add_special_tokens=False).ids if form else [] for k in ("prefix", "suffix")
+        )
 
     def _pad_id(self) -> int:
         padding = self.tokenizer.padding or {}
@@ -98,26 +103,27 @@ class ModelTokenizer:
         """Each (query, document) pair joined as the model's tokenizer joins a pair, with its segment ids, and
         cut to `limit` tokens as sentence-transformers' CrossEncoder cuts it: longest first, as the tokenizers
         library does it, so a short query stays whole. InputTooLong for a pair over the limit when truncation
-        is off. The query is tokenized once and no longer than a pair can hold, so a long query sent with many
-        documents costs no more to tokenize than the pairs cost to run."""
-        query = self._within(query, limit)
+        is off. The query is tokenized once, whatever the number of documents, and never past what a pair
+        could hold."""
         if self.spec.pair_format:
-            return self._tokenize_prompts(query, documents, limit, truncate)
+            return self._tokenize_prompts(self._within(query, limit), documents, limit, truncate)
         room = limit - self._pair_special_count
         if room < 2:
             raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._pair_special_count} special tokens")
-        query_length = len(self.tokenizer.encode(query, add_special_tokens=False).ids)
         cap = limit * CHARS_PER_TOKEN
+        query_tokens = self.tokenizer.encode(query[:cap], add_special_tokens=False)
+        query_length = len(query_tokens.ids)
         bodies = self.tokenizer.encode_batch([d[:cap] for d in documents], add_special_tokens=False)
-        cut_queries: dict[int, Encoding] = {}
+        # The query cut to each length a pair keeps of it; post_process leaves its inputs as they are.
+        cut_queries: dict[int, Encoding] = {query_length: query_tokens}
         out: list[TokenizedText] = []
         for body in bodies:
             keep_query, keep_document = longest_first(query_length, len(body.ids), room)
             if not truncate and (keep_query, keep_document) != (query_length, len(body.ids)):
                 raise InputTooLong(f"a query and document over the limit of {limit} tokens")
             first = cut_queries.get(keep_query)
-            if first is None:  # Encoding.truncate cuts in place, so each length has its own
-                first = cut_queries[keep_query] = self.tokenizer.encode(query, add_special_tokens=False)
+            if first is None:  # Encoding.truncate cuts in place: each length gets a copy of its own
+                first = cut_queries[keep_query] = Encoding.merge([query_tokens])
                 first.truncate(keep_query)
             body.truncate(keep_document)
             full = self.tokenizer.post_process(first, body, add_special_tokens=True)
@@ -125,7 +131,8 @@ class ModelTokenizer:
         return out
 
     def _within(self, query: str, limit: int) -> str:
-        """The query cut to the text of its first `limit` tokens: no pair can hold more of it."""
+        """The query cut to the text of its first `limit` tokens: no prompt can hold more of it, and the prompt
+        repeats it for every document."""
         encoded = self.tokenizer.encode(query[: limit * CHARS_PER_TOKEN], add_special_tokens=False)
         if len(encoded.ids) <= limit:
             return query[: limit * CHARS_PER_TOKEN]
@@ -137,7 +144,7 @@ class ModelTokenizer:
         """A language-model reranker's prompt per pair, as its model card builds it: the instruction, query and
         document, cut at the end to leave room for the fixed prefix and suffix around them."""
         form = self.spec.pair_format
-        prefix, suffix = (self.tokenizer.encode(form[k], add_special_tokens=False).ids for k in ("prefix", "suffix"))
+        prefix, suffix = self._prompt_ends
         room = limit - len(prefix) - len(suffix)
         if room < 1:
             raise ContextTooSmall(
