@@ -162,7 +162,8 @@ class ModelStore:
     def files_signature(self, record: ModelRecord) -> tuple[tuple[str, int, int], ...]:
         """Each file of the model's folder with its size and time: changes when the folder is repaired."""
         try:
-            return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in record.path.iterdir()))
+            found = [(p.name, p.stat()) for p in record.path.iterdir()]
+            return tuple(sorted((name, info.st_size, info.st_mtime_ns) for name, info in found))
         except OSError:
             return ()
 

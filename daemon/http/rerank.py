@@ -92,12 +92,9 @@ async def ollama_rerank(request: Request) -> Response:
 
 
 async def cohere_rerank(request: Request) -> Response:
-    """Cohere's v1 or v2 shape (the path says which) and Jina's."""
-    return await _cohere_rerank(request, "1" if request.url.path.startswith("/v1/") else "2")
-
-
-async def _cohere_rerank(request: Request, version: str) -> Response:
-    """Cohere's v1/v2 and Jina's shape: documents as strings or `{"text"}`, `max_tokens_per_doc`, `usage`."""
+    """Cohere's v1 or v2 shape (the path says which) and Jina's: documents as strings or `{"text"}`,
+    `max_tokens_per_doc`, `usage`."""
+    version = "1" if request.url.path.startswith("/v1/") else "2"
     fields = await read_fields(request, "RerankRequest")
     model_text = fields.string("model")
     name = parse_embed_model(model_text)

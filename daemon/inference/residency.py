@@ -187,15 +187,19 @@ class Residency:
 
     def _unload(self, resident: Resident) -> None:
         """Forget the model now and close its lane in a task that close() waits for."""
-        key = _key(resident.record)
-        if self._residents.get(key) is resident:
-            del self._residents[key]
-        LOADED_MODELS.set(len(self._residents))
+        self._forget(resident)
         MODEL_UNLOADS.inc()
         resident.stop_timer()
         task = asyncio.get_running_loop().create_task(resident.lane.close())
         self._unloading.add(task)
         task.add_done_callback(self._unloading.discard)
+
+    def _forget(self, resident: Resident) -> None:
+        """Out of the loaded models (and /api/ps); its lane stays open for the requests still using it."""
+        key = _key(resident.record)
+        if self._residents.get(key) is resident:
+            del self._residents[key]
+        LOADED_MODELS.set(len(self._residents))
 
     def running(self) -> list[Resident]:
         """Loaded models, the longest time left first, as Ollama's /api/ps sorts them."""
@@ -204,8 +208,7 @@ class Residency:
     def retire(self, record: ModelRecord) -> None:
         """A deleted model leaves /api/ps at once; an idle one unloads now, a busy one after its last request."""
         for resident in [r for r in self._residents.values() if r.record.name.key == record.name.key]:
-            del self._residents[_key(resident.record)]
-            LOADED_MODELS.set(len(self._residents))
+            self._forget(resident)
             resident.retired = True
             if resident.users == 0:
                 self._unload(resident)
