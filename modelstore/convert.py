@@ -1,7 +1,7 @@
 """Turns a repo's network into the IR the engine loads: one output, named tensors.
 
 The network is the repo's OpenVINO IR or ONNX export, read by OpenVINO, or its safetensors checkpoint,
-built by modelstore.build.
+built by modelstore.architectures.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from modelstore.build import WEIGHT_FORMATS, ArchitectureError, ReadProgress, WeightsError, build_network
+from modelstore.architectures import WEIGHT_FORMATS, ArchitectureError, ReadProgress, WeightsError, build_network
 from modelstore.layout import IR_FILE, REPO_CHECKPOINTS, REPO_NETWORKS, first_present, is_checkpoint
 from modelstore.spec import EMBED, RERANK
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, processors
 
-from modelstore.build.weights import Checkpoint, ReadProgress, Tensor, WeightsError
+from modelstore.architectures.weights import Checkpoint, ReadProgress, Tensor, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.diskspace import disk_full_message, is_disk_full
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present

@@ -32,7 +32,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import tqdm as hub_tqdm
 
-from modelstore.build import builder_for
+from modelstore.architectures import builder_for
 from modelstore.catalog import CatalogEntry, lookup
 from modelstore.create import CreateError, DiskFull, create_from_folder
 from modelstore.diskspace import disk_full_message, free_bytes, is_disk_full

@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from modelstore.build.weights import Checkpoint, Tensor
+from modelstore.architectures.weights import Checkpoint, Tensor
 
 Node = ov.Node | ov.Output
 

@@ -14,7 +14,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from modelstore.build.layers import (
+from modelstore.architectures.layers import (
     GLOBAL,
     LOCAL,
     ArchitectureError,
@@ -32,7 +32,7 @@ from modelstore.build.layers import (
     rotary_tables,
     text_inputs,
 )
-from modelstore.build.weights import Checkpoint
+from modelstore.architectures.weights import Checkpoint
 
 MODEL_TYPES = ("gemma3_text",)
 _PREFIXES = ("", "model.")

@@ -17,7 +17,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from modelstore.build.layers import (
+from modelstore.architectures.layers import (
     ArchitectureError,
     Node,
     Weights,
@@ -34,7 +34,7 @@ from modelstore.build.layers import (
     split_heads,
     text_inputs,
 )
-from modelstore.build.weights import Checkpoint
+from modelstore.architectures.weights import Checkpoint
 from modelstore.spec import is_cross_encoder
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")

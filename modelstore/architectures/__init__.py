@@ -14,9 +14,9 @@ from typing import Any
 
 import openvino as ov
 
-from modelstore.build import bert, gemma3, modernbert, qwen3
-from modelstore.build.layers import WEIGHT_FORMATS, ArchitectureError
-from modelstore.build.weights import Checkpoint, ReadProgress, WeightsError
+from modelstore.architectures import bert, gemma3, modernbert, qwen3
+from modelstore.architectures.layers import WEIGHT_FORMATS, ArchitectureError
+from modelstore.architectures.weights import Checkpoint, ReadProgress, WeightsError
 
 Builder = Callable[[dict[str, Any], Checkpoint, str], ov.Model]
 # model_type -> the module that checks its config and builds it.

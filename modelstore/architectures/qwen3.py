@@ -13,7 +13,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from modelstore.build.layers import (
+from modelstore.architectures.layers import (
     ArchitectureError,
     Node,
     Weights,
@@ -26,7 +26,7 @@ from modelstore.build.layers import (
     rotary_tables,
     text_inputs,
 )
-from modelstore.build.weights import Checkpoint
+from modelstore.architectures.weights import Checkpoint
 
 MODEL_TYPES = ("qwen3",)
 _PREFIXES = ("", "model.")

@@ -15,7 +15,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from modelstore.build.layers import (
+from modelstore.architectures.layers import (
     GLOBAL,
     LOCAL,
     ArchitectureError,
@@ -38,7 +38,7 @@ from modelstore.build.layers import (
     split_heads,
     text_inputs,
 )
-from modelstore.build.weights import Checkpoint
+from modelstore.architectures.weights import Checkpoint
 
 MODEL_TYPES = ("modernbert",)
 _PREFIXES = ("", "model.")
