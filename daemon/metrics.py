@@ -34,9 +34,11 @@ REQUEST_SECONDS = _histogram(
     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     ["route"],
 )
+# Each task under its own name.
 EMBEDDED_TEXTS = _counter("embedded_texts", "Texts embedded")
-EMBEDDED_TOKENS = _counter("embedded_tokens", "Tokens that went through a network")
+EMBEDDED_TOKENS = _counter("embedded_tokens", "Tokens of embedded texts that went through a network")
 RERANKED_PAIRS = _counter("reranked_pairs", "Query and document pairs scored by a reranker")
+RERANKED_TOKENS = _counter("reranked_tokens", "Tokens of reranked pairs that went through a network")
 
 # The queue and the batcher.
 WAITING_REQUESTS = _gauge("waiting_requests", "Requests holding a place in OLLAMA_MAX_QUEUE")

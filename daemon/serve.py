@@ -1,4 +1,4 @@
-"""`ovembed serve`: build the services, then hand the app to uvicorn until a signal stops it.
+"""`ovembed serve`: build the daemon's parts, then hand the app to uvicorn until a signal stops it.
 
 SIGTERM or SIGINT stops accepting connections, ends running pulls (their finished files stay for the next
 pull), lets the requests in flight finish for up to OVEMBED_SHUTDOWN_TIMEOUT seconds, answers those still
@@ -20,7 +20,7 @@ import uvicorn
 from daemon.config import Settings
 from daemon.http.app import create_app
 from daemon.http.connection import HeadDeadlineProtocol
-from daemon.services import Services
+from daemon.startup import Parts
 
 # uvicorn cancels what still runs this long after the daemon's own bound: a backstop that leaves time for the
 # requests the bound ended to be answered.
@@ -28,7 +28,7 @@ _BACKSTOP_SECONDS = 2
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the services when shutdown begins, ending with exit status 0, not the signal."""
+    """uvicorn's server, telling the daemon when shutdown begins, ending with exit status 0, not the signal."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
         super().__init__(config)
@@ -63,10 +63,10 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # huggingface_hub's HTTP client logs every request at INFO; pulls report their own progress.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    services = Services.start(settings)
+    parts = Parts.start(settings)
     host = settings.listen.host or "0.0.0.0"
     config = uvicorn.Config(
-        create_app(services),
+        create_app(parts),
         host=host,
         port=settings.listen.port,
         log_level="info",
@@ -75,4 +75,4 @@ def serve(settings: Settings) -> None:
         limit_concurrency=settings.max_connections,
         http=functools.partial(HeadDeadlineProtocol, head_timeout=settings.read_timeout),
     )
-    _Server(config, services.begin_stop).run()
+    _Server(config, parts.begin_stop).run()

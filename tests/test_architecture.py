@@ -51,7 +51,7 @@ FORBIDDEN = [
     ("daemon.config", "daemon.http"),
     ("daemon.config", "daemon.inference"),
     ("daemon.shared_pulls", "daemon.http"),
-    ("daemon.services", "daemon.http"),
+    ("daemon.startup", "daemon.http"),
 ]
 # Only the edge speaks HTTP: Starlette and uvicorn appear in daemon/http/ and in the process entry point.
 HTTP_LIBRARIES = ("starlette", "uvicorn")

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.inference.admission import Admission
-from daemon.inference.batcher import MAX_PADDING_SHARE, BatchLimits, EmbedResult, Job, Lane, Pool
+from daemon.inference.batcher import MAX_PADDING_SHARE, BatchLimits, Job, Lane, Pool
+from daemon.inference.embed import Embedded, EmbedOptions
 from daemon.inference.engine import Engine, LoadedModel
 from daemon.inference.errors import QueueFull
+from daemon.inference.residency import Residency
+from daemon.inference.runtime import Runtime
 from daemon.inference.tokenize import TokenizedText
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
@@ -25,7 +27,7 @@ LOOP = asyncio.new_event_loop()
 def job_of(lengths: list[int]) -> Job:
     texts = [TokenizedText(np.zeros(n, dtype=np.int64)) for n in lengths]
     future: asyncio.Future[np.ndarray] = LOOP.create_future()
-    return Job(texts=texts, future=future, vectors=np.empty((len(texts), 1)), remaining=len(texts))
+    return Job(inputs=texts, future=future, rows=np.empty((len(texts), 1)), remaining=len(texts))
 
 
 def drain(pool: Pool, limits: BatchLimits) -> list[list]:
@@ -44,7 +46,7 @@ def test_batches_stay_within_budget_and_take_every_text_once() -> None:
         pool.add(job)
     batches = drain(pool, limits)
     taken = [(id(item.job), item.index) for batch in batches for item in batch]
-    assert sorted(taken) == sorted((id(j), i) for j in jobs for i in range(len(j.texts)))
+    assert sorted(taken) == sorted((id(j), i) for j in jobs for i in range(len(j.inputs)))
     for batch in batches:
         width = max(item.length for item in batch)
         assert len(batch) <= limits.max_texts
@@ -129,19 +131,21 @@ def test_vectors_come_back_in_order_and_independent_of_company(tiny_model: Loade
         return together.vectors, [a.vectors[0] for a in alone]
 
     together, alone = asyncio.run(run())
-    direct = np.concatenate([tiny_model.embed(0, tiny_model.tokens.texts([t], 32, True)) for t in texts[:40]])
+    direct = np.concatenate([tiny_model.infer(0, tiny_model.tokens.texts([t], 32, True)) for t in texts[:40]])
     assert np.allclose(together[:40], direct, atol=1e-5)
     assert np.allclose(np.stack(alone), direct, atol=1e-5)
 
 
-def test_a_full_queue_refuses_and_cancelled_work_is_dropped(tiny_model: LoadedModel) -> None:
-    async def run() -> tuple[bool, int, bool]:
-        lane = Lane(tiny_model, BatchLimits(max_tokens=64, max_texts=2))
-        admission = Admission(max_queue=2)
+def test_a_full_queue_refuses_and_cancelled_work_is_dropped(tmp_path: Path, tiny_dir: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    record = create_from_folder(store, parse_name("tiny"), tiny_dir)
+    engine = Engine("CPU", "fp32", "THROUGHPUT", None)
+    residency = Residency(engine, store, BatchLimits(max_tokens=64, max_texts=2), 300.0, 1)
+    runtime = Runtime(engine, store, residency, max_inputs=10_000, max_queue=2)
 
-        async def request(texts: list[str]) -> EmbedResult:
-            with admission.place():
-                return await lane.embed(texts, 32, True)
+    async def run() -> tuple[bool, int, bool]:
+        async def request(texts: list[str]) -> Embedded:
+            return await runtime.embed(record, texts, EmbedOptions())
 
         first = asyncio.create_task(request(sentences(3000, 1)))
         second = asyncio.create_task(request(sentences(3000, 2)))
@@ -155,8 +159,8 @@ def test_a_full_queue_refuses_and_cancelled_work_is_dropped(tiny_model: LoadedMo
         second.cancel()
         await asyncio.gather(first, second, return_exceptions=True)
         small = await request(["after the storm"])
-        work_left = bool(lane.pool)
-        await lane.close()
+        work_left = any(resident.lane.pool for resident in runtime.running())
+        await runtime.close()
         return refused, small.vectors.shape[0], work_left
 
     refused, answered, work_left = asyncio.run(run())

@@ -80,7 +80,7 @@ def engine_vectors(
     record = create_from_folder(ModelStore(tmp_path / "store"), parse_name(name), folder, weights=weights)
     model = Engine("CPU", precision, "THROUGHPUT", None).load(record)
     limit = record.spec.context_length
-    return np.concatenate([model.embed(0, model.tokens.texts([t], limit, True)) for t in texts])
+    return np.concatenate([model.infer(0, model.tokens.texts([t], limit, True)) for t in texts])
 
 
 def test_every_fixture_has_a_reference() -> None:
@@ -129,8 +129,8 @@ def test_the_longest_text_is_cut_as_sentence_transformers_cuts_it(tmp_path: Path
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
     tokens = model.tokens.texts([texts[-1]], 10_000, True)[0]
     assert len(tokens) > record.spec.context_length
-    whole = model.embed(0, [tokens])
-    cut = model.embed(0, model.tokens.texts([texts[-1]], record.spec.context_length, True))
+    whole = model.infer(0, [tokens])
+    cut = model.infer(0, model.tokens.texts([texts[-1]], record.spec.context_length, True))
     assert cosines(cut, expected[-1:]).min() >= FP32_COSINE
     assert cosines(whole, expected[-1:]).min() < FP32_COSINE
 
@@ -145,7 +145,7 @@ def test_qwen3_texts_end_with_endoftext_even_when_the_tokenizer_does_not_add_it(
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
     end = model.tokens.tokenizer.token_to_id("<|endoftext|>")
     assert [int(t.ids[-1]) for t in model.tokens.texts(texts, 24, True)] == [end] * len(texts)
-    got = np.concatenate([model.embed(0, model.tokens.texts([t], 24, True)) for t in texts])
+    got = np.concatenate([model.infer(0, model.tokens.texts([t], 24, True)) for t in texts])
     assert cosines(got, expected).min() >= FP32_COSINE
 
 
@@ -287,7 +287,7 @@ def test_int8_weight_matrices_shrink_the_model_and_keep_the_vectors(tmp_path: Pa
     # all-MiniLM is half embedding table, which stays fp16: 35 MB against 46 MB. The matrices halve.
     assert int8.size < 0.8 * fp16.size
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(int8)
-    got = np.concatenate([model.embed(0, model.tokens.texts([t], 256, True)) for t in texts])
+    got = np.concatenate([model.infer(0, model.tokens.texts([t], 256, True)) for t in texts])
     found = cosines(got, expected)
     assert found.min() >= 0.99
     assert found.mean() >= 0.998
@@ -305,7 +305,7 @@ def test_int4_weight_groups_shrink_the_model_further_at_a_measured_cost(tmp_path
     assert (int4.spec.precision, int8.spec.precision) == ("int4", "int8")
     assert int4.size < 0.9 * int8.size
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(int4)
-    found = cosines(np.concatenate([model.embed(0, model.tokens.texts([t], 256, True)) for t in texts]), expected)
+    found = cosines(np.concatenate([model.infer(0, model.tokens.texts([t], 256, True)) for t in texts]), expected)
     assert found.min() >= 0.9
     assert found.mean() >= 0.96
 

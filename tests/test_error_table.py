@@ -19,7 +19,7 @@ from daemon.config import Settings, parse_host
 from daemon.http.app import create_app
 from daemon.http.errors import RAISED, Err, Reply
 from daemon.metrics import LOAD_SECONDS
-from daemon.services import Services
+from daemon.startup import Parts
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
@@ -65,7 +65,7 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
 
 
 def _client(root: Path, **overrides: Any) -> Iterator[TestClient]:
-    app = create_app(Services.start(_settings(root, **overrides)))
+    app = create_app(Parts.start(_settings(root, **overrides)))
     with TestClient(app, base_url="http://127.0.0.1:11434", raise_server_exceptions=False) as client:
         yield client
 

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from daemon.config import Settings, parse_host
 from daemon.http.app import create_app
-from daemon.services import Services
+from daemon.startup import Parts
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
@@ -90,7 +90,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator
         precision="fp32",
         hf_endpoint="http://127.0.0.1:9",  # nothing listens: a pull fails fast, with 502 for the hub
     )
-    with TestClient(create_app(Services.start(config)), base_url="http://127.0.0.1:11434") as running:
+    with TestClient(create_app(Parts.start(config)), base_url="http://127.0.0.1:11434") as running:
         yield running
 
 

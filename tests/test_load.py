@@ -29,7 +29,7 @@ SAME = 0.99999  # the fp32 bar: batching may change rounding, never the vector
 HANG_GUARD = 120.0  # seconds; only so that a hung daemon fails the test instead of the run
 SETTLE = 0.5  # seconds for the daemon to take a request that then keeps it busy for several more
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
-DROPPED = re.compile(r"dropped (\d+) of (\d+) texts of a cancelled request")
+DROPPED = re.compile(r"dropped (\d+) of (\d+) inputs of a cancelled request")
 
 SHORT_SENTENCES = [
     "why is the sky blue?",

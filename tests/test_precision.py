@@ -31,7 +31,7 @@ def overflowing(tmp_path_factory: pytest.TempPathFactory) -> ModelRecord:
 
 def _vectors(engine: Engine, record: ModelRecord) -> tuple[np.ndarray, str]:
     model = engine.load(record)
-    vectors = np.concatenate([model.embed(0, model.tokens.texts(TEXTS, 32, True))])
+    vectors = np.concatenate([model.infer(0, model.tokens.texts(TEXTS, 32, True))])
     return vectors, model.precision
 
 
@@ -44,18 +44,18 @@ def test_a_batch_that_overflows_in_fp16_is_run_again_in_fp32(overflowing: ModelR
         pytest.skip("this CPU does not compute in fp16 (no AVX512-FP16 or AMX-FP16), so nothing overflows")
     model = engine.load(overflowing)
     assert model.precision == "fp16"
-    got = model.embed(0, model.tokens.texts(TEXTS, 32, True))
+    got = model.infer(0, model.tokens.texts(TEXTS, 32, True))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert model.precision == "fp32"  # pinned: the next batch goes straight to fp32
-    np.testing.assert_allclose(model.embed(1 % model.slots, model.tokens.texts(TEXTS[:1], 32, True)), expected[:1])
+    np.testing.assert_allclose(model.infer(1 % model.slots, model.tokens.texts(TEXTS[:1], 32, True)), expected[:1])
 
 
 def test_fp32_has_nothing_to_fall_back_to(overflowing: ModelRecord, tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     record = create_from_folder(store, parse_name("nan"), build_faulty_model(tmp_path / "nan", "nan"))
     model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
-    assert np.isnan(model.embed(0, model.tokens.texts(TEXTS, 32, True))).all()
+    assert np.isnan(model.infer(0, model.tokens.texts(TEXTS, 32, True))).all()
     assert model.precision == "fp32"
 
 
@@ -173,7 +173,7 @@ def test_a_candidate_that_crashes_openvino_fails_alone(tmp_path: Path, caplog: p
         pytest.skip("OpenVINO runs this network in bf16 on this CPU (or the CPU has no bf16): nothing crashes")
     assert "crashed with SIG" in crashed[0]
     assert model.precision == "fp32" and engine.precision_of(record) == "fp32"
-    assert np.isfinite(model.embed(0, model.tokens.texts(TEXTS, 32, True))).all()
+    assert np.isfinite(model.infer(0, model.tokens.texts(TEXTS, 32, True))).all()
 
 
 def test_a_deleted_model_takes_its_compile_cache_and_choice_with_it(tmp_path: Path, tiny_dir: Path) -> None:

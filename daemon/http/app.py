@@ -16,7 +16,7 @@ from daemon.http import metrics, ollama, openai, pull, rerank
 from daemon.http.errors import HANDLED, answer
 from daemon.http.guard import Guard
 from daemon.http.observe import Observe
-from daemon.services import Services
+from daemon.startup import Parts
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:
@@ -26,19 +26,20 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(text, status_code=status)
 
 
-def create_app(services: Services) -> Starlette:
-    """The app around services built beforehand, so a bad device or store fails before the socket opens."""
-    settings = services.settings
+def create_app(parts: Parts) -> Starlette:
+    """The app around parts built beforehand, so a bad device or store fails before the socket opens."""
+    settings = parts.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.services = services
-        preloading = asyncio.create_task(services.preload())  # in the background: the socket opens at once
+        app.state.settings, app.state.store = settings, parts.store
+        app.state.runtime, app.state.pulls = parts.runtime, parts.pulls
+        preloading = asyncio.create_task(parts.preload())  # in the background: the socket opens at once
         try:
             yield
         finally:
             preloading.cancel()
-            await services.close()
+            await parts.close()
 
     handlers = {404: _routing_error, 405: _routing_error, Exception: answer, **dict.fromkeys(HANDLED, answer)}
     routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *rerank.ROUTES, *metrics.ROUTES]

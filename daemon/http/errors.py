@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from daemon.http.responses import OllamaJSON, OpenAIJSON
+from daemon.http.responses import OllamaJSON, PlainJSON
 from daemon.inference.errors import (
     ContextTooSmall,
     InferenceFailed,
@@ -134,22 +134,22 @@ def ollama_error(error: ApiError) -> OllamaJSON:
     return OllamaJSON({"error": error.message}, status_code=error.status)
 
 
-def openai_error(error: ApiError) -> OpenAIJSON:
+def openai_error(error: ApiError) -> PlainJSON:
     """OpenAI's error form, typed by status as Ollama's middleware types it."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(error.status, "api_error")
     body = {"error": {"message": error.message, "type": kind, "param": None, "code": None}}
-    return OpenAIJSON(body, status_code=error.status)
+    return PlainJSON(body, status_code=error.status)
 
 
-def cohere_error(error: ApiError) -> OllamaJSON:
+def cohere_error(error: ApiError) -> PlainJSON:
     """Cohere's error form, which Jina's clients read too."""
-    return OllamaJSON({"message": error.message}, status_code=error.status)
+    return PlainJSON({"message": error.message}, status_code=error.status)
 
 
-def tei_error(error: ApiError) -> OllamaJSON:
+def tei_error(error: ApiError) -> PlainJSON:
     """TEI's error form, typed as TEI types its errors."""
     kind = "validation" if error.status < 500 else {503: "overloaded"}.get(error.status, "backend")
-    return OllamaJSON({"error": error.message, "error_type": kind}, status_code=error.status)
+    return PlainJSON({"error": error.message, "error_type": kind}, status_code=error.status)
 
 
 # The error shape of each API family, by path; anything else is Ollama's.

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
-
 from daemon.http.errors import Err, Reply
 from daemon.http.request import Fields
-from daemon.services import Services
 from modelstore.names import InvalidName, ModelName, parse_name
-from modelstore.store import ModelRecord
-
-
-def services_of(request: Request) -> Services:
-    return request.app.state.services
+from modelstore.store import ModelRecord, ModelStore
 
 
 def parse_model(text: str, *, empty: Reply, invalid: Reply) -> ModelName:
@@ -30,13 +23,13 @@ def parse_embed_model(text: str) -> ModelName:
     return parse_model(text, empty=Err.MODEL_EMPTY_NOT_FOUND, invalid=Err.INVALID_MODEL_NAME)
 
 
-def find_record(services: Services, name: ModelName) -> ModelRecord | None:
+def find_record(store: ModelStore, name: ModelName) -> ModelRecord | None:
     """Installed models only; `:cloud` names go to ollama.com in Ollama, and ovembed has no cloud."""
-    return None if name.is_cloud else services.store.get(name)
+    return None if name.is_cloud else store.get(name)
 
 
-def installed(services: Services, name: ModelName, missing: Reply, shown: str) -> ModelRecord:
-    record = find_record(services, name)
+def installed(store: ModelStore, name: ModelName, missing: Reply, shown: str) -> ModelRecord:
+    record = find_record(store, name)
     if record is None:
         raise missing(name=shown)
     return record

@@ -16,14 +16,14 @@ from starlette.routing import Route
 from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
-from daemon.http.lookup import find_record, installed, name_field, parse_embed_model, parse_model, services_of
+from daemon.http.lookup import find_record, installed, name_field, parse_embed_model, parse_model
 from daemon.http.observe import note_work
 from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, empty_ok
 from daemon.http.routing import get_only
+from daemon.http.state import runtime_of, store_of
 from daemon.inference.embed import EmbedOptions
-from daemon.services import Services
-from modelstore.store import ModelRecord
+from modelstore.store import ModelRecord, ModelStore
 
 OLLAMA_VERSION = "0.12.10"
 
@@ -41,7 +41,6 @@ def embed_inputs(value: Any) -> list[str]:
 
 async def embed(request: Request) -> Response:
     started = time.perf_counter()
-    services = services_of(request)
     fields = await read_fields(request, "EmbedRequest")
     model_text = fields.string("model")
     truncate = fields.boolean("truncate")
@@ -51,9 +50,9 @@ async def embed(request: Request) -> Response:
     # Ollama's order: the name's grammar, then the input's type, then whether the model is installed.
     name = parse_embed_model(model_text)
     texts = embed_inputs(fields.raw("input"))
-    record = installed(services, name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
     asked = EmbedOptions(keep_alive, truncate is not False, check_options(options).get("num_ctx", 0), dimensions)
-    result = await unless_disconnected(request, services.embedder.embed(record, texts, asked))
+    result = await unless_disconnected(request, runtime_of(request).embed(record, texts, asked))
     note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"model": model_text, "embeddings": []})
@@ -67,66 +66,65 @@ async def embeddings(request: Request) -> Response:
     Over-long prompts are truncated to the context, as sentence-transformers and older Ollama runners did;
     Ollama's current release answers them with a 500 instead.
     """
-    services = services_of(request)
     fields = await read_fields(request, "EmbeddingRequest")
     model_text = fields.string("model")
     prompt = fields.string("prompt")
     keep_alive = fields.keep_alive()
     options = check_options(fields.options())
     name = parse_model(model_text, empty=Err.MODEL_REQUIRED, invalid=Err.MODEL_REQUIRED)
-    record = installed(services, name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
     texts = [prompt] if prompt else []
     asked = EmbedOptions(keep_alive, truncate=True, num_ctx=options.get("num_ctx", 0), normalize=False)
-    result = await unless_disconnected(request, services.embedder.embed(record, texts, asked))
+    result = await unless_disconnected(request, runtime_of(request).embed(record, texts, asked))
     note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"embedding": []})
     return OllamaJSON({"embedding": result.vectors[0].astype(np.float64)})
 
 
-def named_model(services: Services, fields: Fields) -> ModelRecord:
+def named_model(store: ModelStore, fields: Fields) -> ModelRecord:
     """/api/show and /api/delete: `model is required`, `name "X" is invalid`, `model 'X:latest' not found`."""
     name = parse_model(name_field(fields), empty=Err.MODEL_REQUIRED, invalid=Err.NAME_INVALID)
-    return installed(services, name, Err.MODEL_NOT_FOUND_QUOTED, name.display)
+    return installed(store, name, Err.MODEL_NOT_FOUND_QUOTED, name.display)
 
 
 async def tags(request: Request) -> Response:
     if request.method == "HEAD":
         return OllamaJSON(None)
-    records = services_of(request).store.list()
+    records = store_of(request).list()
     return OllamaJSON({"models": [views.tag_item(r) for r in records]})
 
 
 async def show(request: Request) -> Response:
-    services = services_of(request)
-    record = named_model(services, await read_fields(request, "ShowRequest"))
-    return OllamaJSON(views.show(record, services.engine.precision_of(record)))
+    record = named_model(store_of(request), await read_fields(request, "ShowRequest"))
+    return OllamaJSON(views.show(record, runtime_of(request).precision_of(record)))
 
 
 async def ps(request: Request) -> Response:
-    services = services_of(request)
-    on_gpu = services.engine.device.is_gpu
-    return OllamaJSON({"models": [views.ps_item(r, on_gpu) for r in services.residency.running()]})
+    runtime = runtime_of(request)
+    return OllamaJSON({"models": [views.ps_item(r, runtime.on_gpu) for r in runtime.running()]})
 
 
 async def delete(request: Request) -> Response:
-    services = services_of(request)
+    store = store_of(request)
     fields = await read_fields(request, "DeleteRequest")
     name = parse_model(name_field(fields), empty=Err.MODEL_REQUIRED, invalid=Err.NAME_INVALID)
-    if find_record(services, name) is None and services.store.remove_unreadable(name):
+    if find_record(store, name) is None and store.remove_unreadable(name):
         return empty_ok()
-    services.delete(named_model(services, fields))
+    record = named_model(store, fields)
+    store.delete(record)
+    runtime_of(request).retire(record)  # its folder and compile cache go with the last name for them
     return empty_ok()
 
 
 async def copy(request: Request) -> Response:
-    services = services_of(request)
+    store = store_of(request)
     fields = await read_fields(request, "CopyRequest")
     source_text, destination_text = fields.string("source"), fields.string("destination")
     source = parse_model(source_text, empty=Err.SOURCE_INVALID, invalid=Err.SOURCE_INVALID)
     destination = parse_model(destination_text, empty=Err.DESTINATION_INVALID, invalid=Err.DESTINATION_INVALID)
-    record = installed(services, source, Err.MODEL_NOT_FOUND, source_text)
-    services.store.copy(record, destination)
+    record = installed(store, source, Err.MODEL_NOT_FOUND, source_text)
+    store.copy(record, destination)
     return empty_ok()
 
 

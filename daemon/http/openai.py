@@ -18,11 +18,12 @@ from starlette.routing import Route
 from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
-from daemon.http.lookup import find_record, installed, parse_embed_model, services_of
+from daemon.http.lookup import find_record, installed, parse_embed_model
 from daemon.http.observe import note_work
 from daemon.http.request import read_fields
-from daemon.http.responses import OpenAIJSON
+from daemon.http.responses import PlainJSON
 from daemon.http.routing import get_only
+from daemon.http.state import runtime_of, store_of
 from daemon.inference.embed import EmbedOptions
 from modelstore.names import InvalidName, parse_name
 
@@ -46,7 +47,6 @@ def to_base64(vector: np.ndarray) -> str:
 
 
 async def embeddings(request: Request) -> Response:
-    services = services_of(request)
     fields = await read_fields(request, "EmbedRequest")
     model_text = fields.string("model")
     dimensions = fields.integer("dimensions")
@@ -54,8 +54,8 @@ async def embeddings(request: Request) -> Response:
     if encoding.lower() not in _FORMATS:
         raise Err.BAD_ENCODING_FORMAT(value=encoding)
     texts = _inputs(fields.raw("input"))
-    record = installed(services, parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
-    work = services.embedder.embed(record, texts, EmbedOptions(dimensions=dimensions))
+    record = installed(store_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
+    work = runtime_of(request).embed(record, texts, EmbedOptions(dimensions=dimensions))
     result = await unless_disconnected(request, work)
     note_work(request, len(texts), result.token_count)
     as_base64 = encoding.lower() == "base64"
@@ -64,13 +64,13 @@ async def embeddings(request: Request) -> Response:
         for i, v in enumerate(result.vectors)
     ]
     usage = {"prompt_tokens": result.token_count, "total_tokens": result.token_count}
-    return OpenAIJSON({"object": "list", "data": data, "model": model_text, "usage": usage})
+    return PlainJSON({"object": "list", "data": data, "model": model_text, "usage": usage})
 
 
 async def models(request: Request) -> Response:
-    records = services_of(request).store.list()
+    records = store_of(request).list()
     # Ollama answers `"data": null` when nothing is installed, and clients cope with it.
-    return OpenAIJSON({"object": "list", "data": [views.openai_model(r) for r in records] or None})
+    return PlainJSON({"object": "list", "data": [views.openai_model(r) for r in records] or None})
 
 
 async def model(request: Request) -> Response:
@@ -79,10 +79,10 @@ async def model(request: Request) -> Response:
         name = parse_name(model_id)
     except InvalidName:
         raise Err.MODEL_NOT_FOUND(name=model_id) from None
-    record = find_record(services_of(request), name)
+    record = find_record(store_of(request), name)
     if record is None:
         raise Err.MODEL_NOT_FOUND(name=model_id)
-    return OpenAIJSON(views.openai_model(record, model_id))
+    return PlainJSON(views.openai_model(record, model_id))
 
 
 ROUTES = [

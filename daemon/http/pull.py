@@ -12,15 +12,16 @@ from starlette.routing import Route
 
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err, as_api_error
-from daemon.http.lookup import name_field, parse_model, services_of
+from daemon.http.lookup import name_field, parse_model
 from daemon.http.request import read_fields
 from daemon.http.responses import OllamaJSON
+from daemon.http.state import pulls_of
 from daemon.shared_pulls import PullOutcome
 from modelstore.names import ModelName
 
 
 async def _messages(request: Request, name: ModelName) -> AsyncIterator[dict[str, Any] | PullOutcome]:
-    async with services_of(request).pulls.follow(name) as queue:
+    async with pulls_of(request).follow(name) as queue:
         while True:
             message = await queue.get()
             yield message

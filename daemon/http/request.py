@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
 from daemon.http.errors import Err
+from daemon.http.state import settings_of
 
 _JSON_KINDS = {str: "string", bool: "bool", int: "number", float: "number", list: "array", dict: "object"}
 
@@ -191,7 +192,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 async def read_fields(request: Request, struct: str) -> Fields:
     """The request's JSON body as Fields, with Go's errors naming `api.<struct>`."""
-    settings = request.app.state.services.settings
+    settings = settings_of(request)
     return parse_body(await read_body(request, settings.max_body_bytes, settings.read_timeout), struct)
 
 

@@ -18,10 +18,11 @@ from starlette.routing import Route
 from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
-from daemon.http.lookup import installed, parse_embed_model, services_of
+from daemon.http.lookup import installed, parse_embed_model
 from daemon.http.observe import note_work
 from daemon.http.request import Fields, check_options, read_fields
-from daemon.http.responses import OllamaJSON
+from daemon.http.responses import OllamaJSON, PlainJSON
+from daemon.http.state import runtime_of, store_of
 from daemon.inference.rerank import Reranked, RerankOptions
 from modelstore.spec import RERANK
 from modelstore.store import ModelRecord
@@ -60,8 +61,7 @@ def _query(fields: Fields, documents: list[str]) -> str:
 async def _rerank(
     request: Request, record: ModelRecord, query: str, documents: list[str], options: RerankOptions
 ) -> Reranked:
-    services = services_of(request)
-    reranked = await unless_disconnected(request, services.reranker.rerank(record, query, documents, options))
+    reranked = await unless_disconnected(request, runtime_of(request).rerank(record, query, documents, options))
     note_work(request, len(documents), reranked.token_count)
     return reranked
 
@@ -81,7 +81,7 @@ async def ollama_rerank(request: Request) -> Response:
         top_n=_top_n(fields),
     )
     with_documents = fields.boolean("return_documents") is True
-    record = installed(services_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
     reranked = await _rerank(request, record, query, documents, options)
     results = [
         {"index": r.index, "relevance_score": r.score, **({"document": documents[r.index]} if with_documents else {})}
@@ -102,7 +102,7 @@ async def cohere_rerank(request: Request) -> Response:
     query = _query(fields, documents)
     options = RerankOptions(num_ctx=fields.integer("max_tokens_per_doc"), top_n=_top_n(fields))
     with_documents = fields.boolean("return_documents") is True
-    record = installed(services_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
     reranked = await _rerank(request, record, query, documents, options)
     results = [
         {
@@ -113,7 +113,7 @@ async def cohere_rerank(request: Request) -> Response:
         for r in reranked.results
     ]
     tokens = reranked.token_count
-    return OllamaJSON(
+    return PlainJSON(
         {
             "id": str(uuid.uuid4()),
             "model": model_text,
@@ -127,7 +127,7 @@ async def cohere_rerank(request: Request) -> Response:
 def _only_reranker(request: Request) -> ModelRecord:
     """TEI serves one model; here the request may name one, else the store's only reranker is it (names that
     are copies of one model count once)."""
-    rerankers = {r.digest: r for r in services_of(request).store.list() if r.spec.task == RERANK}
+    rerankers = {r.digest: r for r in store_of(request).list() if r.spec.task == RERANK}
     if not rerankers:
         raise Err.NO_RERANKER()
     if len(rerankers) > 1:
@@ -149,11 +149,11 @@ async def tei_rerank(request: Request) -> Response:
     )
     with_text = fields.boolean("return_text") is True
     if model_text:
-        record = installed(services_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
+        record = installed(store_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
     else:
         record = _only_reranker(request)
     reranked = await _rerank(request, record, query, texts, options)
-    return OllamaJSON(
+    return PlainJSON(
         [
             {"index": r.index, "score": r.score, **({"text": texts[r.index]} if with_text else {})}
             for r in reranked.results

@@ -1,4 +1,4 @@
-"""Response types with Ollama's exact content types, encoded by orjson."""
+"""JSON responses with each API's own content type, encoded by orjson."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ class OllamaJSON(Response):
         return orjson.dumps(content, option=_OPTIONS)
 
 
-class OpenAIJSON(OllamaJSON):
-    """The OpenAI-compatible endpoints answer plain `application/json`."""
+class PlainJSON(OllamaJSON):
+    """OpenAI's, Cohere's and TEI's shapes answer plain `application/json`, as those servers do."""
 
     media_type = "application/json"
 

@@ -1,14 +1,15 @@
-"""The continuous batcher: every embedding request's texts meet here and leave as well-shaped batches.
+"""The continuous batcher: every request's inputs meet here and leave as well-shaped batches.
 
-Each loaded model has one lane (owned by its resident entry in residency.py). Texts from all requests
-for the model wait in the lane's pool, bucketed by token length. Each of the model's
-inference slots (OpenVINO's optimal number of requests) takes a batch the moment it is free:
+Each loaded model has one lane (owned by its resident entry in residency.py). The inputs of all requests
+for the model (texts to embed, a reranker's (query, document) pairs) wait in the lane's pool, bucketed by
+token length. Each of the model's inference slots (OpenVINO's optimal number of requests) takes a batch the
+moment it is free:
 - the batch is anchored on the next request in round-robin order, so a 5,000-text job and a one-text
   query take turns and the small one waits a batch or two, not the whole job;
-- it is filled with texts of the nearest lengths from any request, under a token budget and a cap on
+- it is filled with inputs of the nearest lengths from any request, under a token budget and a cap on
   padding, so little compute goes to padding.
 
-A text's vector does not depend on its neighbours: padding is masked, pooling skips it, and
+An input's row does not depend on its neighbours: padding is masked, pooling skips it, and
 normalization happens per vector afterwards.
 """
 
@@ -50,30 +51,39 @@ class BatchLimits:
 
 
 @dataclass(frozen=True)
-class EmbedResult:
-    """Raw pooled vectors in input order, and the tokens that went through the network."""
+class Pooled:
+    """An embedding model's output: each text's pooled vector (after its Dense layers, not normalized), in
+    input order, and the tokens that went through the network."""
 
     vectors: np.ndarray
     token_count: int
 
 
+@dataclass(frozen=True)
+class Logits:
+    """A reranker's output: one logit per (query, document) pair in input order, and the tokens it cost."""
+
+    logits: np.ndarray
+    token_count: int
+
+
 @dataclass(eq=False)
 class Job:
-    """One request's texts; finished when every text has its vector."""
+    """One request's inputs; finished when every input has its row of the network's output."""
 
-    texts: list[TokenizedText]
+    inputs: list[TokenizedText]
     future: asyncio.Future[np.ndarray]
-    vectors: np.ndarray
+    rows: np.ndarray
     remaining: int = 0
     cancelled: bool = False
 
-    def deliver(self, index: int, vector: np.ndarray) -> None:
+    def deliver(self, index: int, row: np.ndarray) -> None:
         if self.future.done():
             return
-        self.vectors[index] = vector
+        self.rows[index] = row
         self.remaining -= 1
         if self.remaining == 0:
-            self.future.set_result(self.vectors)
+            self.future.set_result(self.rows)
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -88,7 +98,7 @@ class _Item:
 
     @property
     def length(self) -> int:
-        return len(self.job.texts[self.index])
+        return len(self.job.inputs[self.index])
 
     @property
     def live(self) -> bool:
@@ -96,7 +106,7 @@ class _Item:
 
 
 class Pool:
-    """Waiting texts of one model: by length for grouping, by request for round-robin fairness."""
+    """Waiting inputs of one model: by length for grouping, by request for round-robin fairness."""
 
     def __init__(self) -> None:
         self._buckets: dict[int, deque[_Item]] = {}
@@ -104,7 +114,7 @@ class Pool:
         self._jobs: deque[tuple[Job, deque[_Item]]] = deque()
 
     def add(self, job: Job) -> None:
-        items = [_Item(job, i) for i in sorted(range(len(job.texts)), key=lambda i: len(job.texts[i]))]
+        items = [_Item(job, i) for i in sorted(range(len(job.inputs)), key=lambda i: len(job.inputs[i]))]
         for item in items:
             bucket = self._buckets.get(item.length)
             if bucket is None:
@@ -114,7 +124,7 @@ class Pool:
         self._jobs.append((job, deque(items)))
 
     def _next_anchor(self) -> _Item | None:
-        """The next live text of the next request in turn; requests with nothing left leave the rotation."""
+        """The next live input of the next request in turn; requests with nothing left leave the rotation."""
         while self._jobs:
             _, items = self._jobs[0]
             while items and not items[0].live:
@@ -181,6 +191,10 @@ class Pool:
         return bool(self._jobs)
 
 
+def _token_count(tokenized: list[TokenizedText]) -> int:
+    return sum(len(t) for t in tokenized)
+
+
 async def _tokenized(chars: int, tokenize: Callable[..., list[TokenizedText]], *args: Any) -> list[TokenizedText]:
     """Tokenize on the event loop when it is quick, on a thread when it is not."""
     try:
@@ -208,41 +222,39 @@ class Lane:
         self._executor = ThreadPoolExecutor(max_workers=model.slots, thread_name_prefix="ovembed-infer")
         self._workers = [asyncio.create_task(self._work(slot)) for slot in range(model.slots)]
 
-    async def embed(self, texts: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
-        """Raw pooled vectors for `texts` in order. Cancelling the caller drops its waiting texts.
+    async def embed(self, texts: Sequence[str], limit: int, truncate: bool) -> Pooled:
+        """Pooled vectors for `texts` in order. Cancelling the caller drops its waiting texts.
 
         Raises InputTooLong for an over-long text when truncation is off, ContextTooSmall for a limit
         with no room, and InferenceFailed when OpenVINO fails a batch.
         """
         chars = sum(len(t) for t in texts)
-        return await self._run(await _tokenized(chars, self.model.tokens.texts, texts, limit, truncate))
+        tokenized = await _tokenized(chars, self.model.tokens.texts, texts, limit, truncate)
+        return Pooled(await self._run(tokenized), _token_count(tokenized))
 
-    async def rerank(self, query: str, documents: Sequence[str], limit: int, truncate: bool) -> EmbedResult:
-        """A reranker's logits [documents, 1] for each (query, document) pair, batched with every other request's."""
+    async def rerank(self, query: str, documents: Sequence[str], limit: int, truncate: bool) -> Logits:
+        """A reranker's logit for each (query, document) pair, batched with every other request's inputs."""
         chars = len(query) * len(documents) + sum(len(d) for d in documents)
         tokenized = await _tokenized(chars, self.model.tokens.pairs, query, documents, limit, truncate)
-        return await self._run(tokenized)
+        return Logits((await self._run(tokenized))[:, 0], _token_count(tokenized))
 
-    async def _run(self, tokenized: list[TokenizedText]) -> EmbedResult:
-        model = self.model
-        if not tokenized:
-            return EmbedResult(np.zeros((0, model.spec.dimension), dtype=np.float32), 0)
+    async def _run(self, tokenized: list[TokenizedText]) -> np.ndarray:
+        """The network's rows for `tokenized`, in order, once every batch holding one of them has run."""
         job = Job(
-            texts=tokenized,
+            inputs=tokenized,
             future=asyncio.get_running_loop().create_future(),
-            vectors=np.empty((len(tokenized), model.spec.dimension), dtype=np.float32),
+            rows=np.empty((len(tokenized), self.model.spec.dimension), dtype=np.float32),
             remaining=len(tokenized),
         )
         self.pool.add(job)
         self._wake.set()
         try:
-            vectors = await job.future
+            return await job.future
         finally:
             job.cancelled = True
             # Cancelling this task cancels the future it awaits, so a cancelled request has a done future.
             if job.remaining and (job.future.cancelled() or not job.future.done()):
-                log.info("dropped %d of %d texts of a cancelled request", job.remaining, len(tokenized))
-        return EmbedResult(vectors, sum(len(t) for t in tokenized))
+                log.info("dropped %d of %d inputs of a cancelled request", job.remaining, len(tokenized))
 
     async def _work(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
@@ -252,19 +264,19 @@ class Lane:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            texts = [item.job.texts[item.index] for item in batch]
-            BATCH_TEXTS.observe(len(texts))
-            BATCH_PADDING.observe(max(map(len, texts)) * len(texts) - sum(map(len, texts)))
+            inputs = [item.job.inputs[item.index] for item in batch]
+            BATCH_TEXTS.observe(len(inputs))
+            BATCH_PADDING.observe(max(map(len, inputs)) * len(inputs) - sum(map(len, inputs)))
             try:
                 with INFERENCE_SECONDS.time():
-                    vectors = await loop.run_in_executor(self._executor, self.model.embed, slot, texts)
+                    rows = await loop.run_in_executor(self._executor, self.model.infer, slot, inputs)
             except Exception as exc:  # a failed batch fails its requests, never the lane
                 failure = InferenceFailed(openvino_reason(exc))
                 for item in batch:
                     item.job.fail(failure)
                 continue
-            for item, vector in zip(batch, vectors, strict=True):
-                item.job.deliver(item.index, vector)
+            for item, row in zip(batch, rows, strict=True):
+                item.job.deliver(item.index, row)
 
     async def close(self) -> None:
         for worker in self._workers:

@@ -1,4 +1,5 @@
-"""OpenVINO inference for stored models: run the network on tokenized batches, pool (or read a reranker's logits).
+"""OpenVINO inference for stored models: run the network on tokenized batches and give what it gives, pooled
+vectors for an embedding model, logits for a reranker.
 
 The engine never normalizes: /api/embed normalizes and /api/embeddings does not, so that choice belongs
 to the embedding step (embed.py). Everything here is blocking and runs on worker threads; OpenVINO and
@@ -74,7 +75,8 @@ class LoadedModel:
         self._widen = widen if self.precision != "fp32" else None
         self._widening = threading.Lock()
         self.tokens = ModelTokenizer(record)
-        self.reranks = self.spec.task == RERANK
+        # A cross-encoder's network ends in its logits; every other network's output is token states to pool.
+        self._ends_in_logits = self.spec.task == RERANK and not self.spec.dense
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
         self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
         self._pad_multiple = _GPU_PAD_MULTIPLE if device.is_gpu else 1
@@ -88,9 +90,9 @@ class LoadedModel:
         """How many batches the device runs at once, as OpenVINO advises for the compiled model."""
         return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
 
-    def embed(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
-        """Pooled float32 vectors [len(batch), dimension] for one padded batch, on the given slot's request;
-        for a reranker its logits [len(batch), 1]."""
+    def infer(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
+        """One float32 row per input of a padded batch, on the given slot's request: its pooled vector
+        [dimension] for an embedding model, its logit [1] for a reranker."""
         length = max(len(t) for t in batch)
         length = -(-length // self._pad_multiple) * self._pad_multiple
         ids = np.full((len(batch), length), self.tokens.pad_id, dtype=np.int64)
@@ -115,7 +117,7 @@ class LoadedModel:
     def _run(self, slot: int, inputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         request = self._requests[slot]
         request.infer(inputs)
-        if self.reranks and not self._dense:  # a cross-encoder's network ends in its logits
+        if self._ends_in_logits:
             return np.array(request.get_output_tensor(0).data, dtype=np.float32)
         pooled = _pool(request.get_output_tensor(0).data, mask, self.spec.pooling)
         for weight, bias, activation in self._dense:
@@ -242,7 +244,7 @@ class Engine:
         started = time.perf_counter()
         reference_model = self._loaded(record, self._config(self._candidates[0]))
         reference = probe_model(reference_model)
-        bar = MIN_SCORE_CORRELATION if reference_model.reranks else MIN_COSINE
+        bar = MIN_SCORE_CORRELATION if record.spec.task == RERANK else MIN_COSINE
         trials = [trial(self._candidates[0], reference, reference, bar)]
         for precision in self._candidates[1:]:
             try:
@@ -271,8 +273,8 @@ def probe_model(model: LoadedModel) -> Probe:
     """The probe texts through `model`: in one batch, timed, and each alone; a reranker scores each against
     the second as its query."""
     limit = model.spec.context_length
-    if model.reranks:
+    if model.spec.task == RERANK:
         tokens = model.tokens.pairs(PROBE_TEXTS[1], PROBE_TEXTS, limit)
     else:
         tokens = model.tokens.texts(PROBE_TEXTS, limit, True)
-    return probe(lambda: model.embed(0, tokens), lambda i: model.embed(0, tokens[i : i + 1]), len(tokens))
+    return probe(lambda: model.infer(0, tokens), lambda i: model.infer(0, tokens[i : i + 1]), len(tokens))

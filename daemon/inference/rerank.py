@@ -1,23 +1,16 @@
-"""The reranking step: a query and its candidate documents in, the documents' relevance scores out, best first.
+"""What a rerank request asks and how its logits become an answer, once for every rerank route.
 
-Every rerank route comes through here, as every embedding route comes through embed.py: the context limit,
-truncation, the score's activation, the order and `top_n` are done once. The pairs go through the model's
-lane, so they are batched with every other request's, embeddings and reranks alike share the device.
+The score's activation, the order (best first, ties in request order) and `top_n` are done here; the pairs
+themselves go through the model's lane like texts, so embeddings and reranks share the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.inference.embed import context_limit
-from daemon.inference.errors import InferenceFailed, WrongTask
-from daemon.inference.gate import Gate
-from daemon.metrics import EMBEDDED_TOKENS, RERANKED_PAIRS
-from modelstore.spec import RERANK
-from modelstore.store import ModelRecord
+from daemon.inference.errors import InferenceFailed
 
 
 @dataclass(frozen=True)
@@ -54,35 +47,10 @@ def scores_of(logits: np.ndarray, activation: str, raw: bool) -> np.ndarray:
     return logits if raw or activation == "identity" else 1.0 / (1.0 + np.exp(-logits))
 
 
-class Reranker:
-    """The gate, the model's lane and the ordering, in the order a request meets them."""
-
-    def __init__(self, gate: Gate) -> None:
-        self.gate = gate
-
-    async def rerank(
-        self, record: ModelRecord, query: str, documents: Sequence[str], options: RerankOptions
-    ) -> Reranked:
-        """The documents by relevance to `query`; an empty list only loads the model.
-
-        Raises WrongTask for an embedding model, Stopping when the shutdown bound ends it.
-        """
-        if record.spec.task != RERANK:
-            raise WrongTask(record.name.display, "rerank")
-        return await self.gate.run(self._rerank(record, query, documents, options))
-
-    async def _rerank(
-        self, record: ModelRecord, query: str, documents: Sequence[str], options: RerankOptions
-    ) -> Reranked:
-        limit = context_limit(record, options.num_ctx)
-        async with self.gate.lane(record, options.keep_alive, len(documents)) as (lane, load_seconds):
-            if not documents:
-                return Reranked([], 0, load_seconds)
-            result = await lane.rerank(query, documents, limit, options.truncate)
-        RERANKED_PAIRS.inc(len(documents))
-        EMBEDDED_TOKENS.inc(result.token_count)
-        scores = scores_of(result.vectors[:, 0], record.spec.score_activation, options.raw_scores)
-        order = sorted(range(len(documents)), key=lambda i: -scores[i])  # stable: ties keep request order
-        if options.top_n > 0:
-            order = order[: options.top_n]
-        return Reranked([Ranked(i, float(scores[i])) for i in order], result.token_count, load_seconds)
+def rank(logits: np.ndarray, activation: str, options: RerankOptions) -> list[Ranked]:
+    """One logit per document in request order -> the documents best first, cut to `top_n`."""
+    scores = scores_of(logits, activation, options.raw_scores)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep request order
+    if options.top_n > 0:
+        order = order[: options.top_n]
+    return [Ranked(i, float(scores[i])) for i in order]

@@ -30,29 +30,30 @@ FOREVER_SECONDS = 100 * 365 * 86400.0
 _Key = tuple[tuple[str, str, str, str], str]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).astimezone()
-
-
 @dataclass(eq=False)
 class Resident:
-    """A loaded model with its lane, its users and its expiry."""
+    """A loaded model with its lane, its users and its expiry: `keep_alive` seconds after `last_used`, when
+    `timer` (set while it is idle) unloads it."""
 
     record: ModelRecord
     lane: Lane
     keep_alive: float
     users: int = 0
-    expires_at: datetime = field(default_factory=_now)
+    last_used: float = field(default_factory=time.monotonic)  # also orders OLLAMA_MAX_LOADED_MODELS' eviction
     timer: asyncio.TimerHandle | None = None
     retired: bool = False  # deleted from the store: unload as soon as the last request ends
-    last_used: float = field(default_factory=time.monotonic)  # for OLLAMA_MAX_LOADED_MODELS' eviction
 
     @property
     def forever(self) -> bool:
         return self.keep_alive >= FOREVER_SECONDS
 
+    @property
+    def expires_at(self) -> datetime:
+        """The expiry on the wall clock, as /api/ps shows it."""
+        left = self.last_used + min(self.keep_alive, FOREVER_SECONDS) - time.monotonic()
+        return datetime.now(UTC).astimezone() + timedelta(seconds=left)
+
     def touch(self) -> None:
-        self.expires_at = _now() + timedelta(seconds=min(self.keep_alive, FOREVER_SECONDS))
         self.last_used = time.monotonic()
 
     def stop_timer(self) -> None:
@@ -121,7 +122,6 @@ class Residency:
                     raise ModelLoadFailed(record.name.display, openvino_reason(exc)) from exc
                 resident = self._residents[key] = Resident(record, lane, self.default_keep_alive)
                 LOADED_MODELS.set(len(self._residents))
-                resident.touch()
         resident.stop_timer()
         resident.users += 1
         return resident
@@ -203,7 +203,9 @@ class Residency:
 
     def running(self) -> list[Resident]:
         """Loaded models, the longest time left first, as Ollama's /api/ps sorts them."""
-        return sorted(self._residents.values(), key=lambda r: r.expires_at, reverse=True)
+        return sorted(
+            self._residents.values(), key=lambda r: r.last_used + min(r.keep_alive, FOREVER_SECONDS), reverse=True
+        )
 
     def retire(self, record: ModelRecord) -> None:
         """A deleted model leaves /api/ps at once; an idle one unloads now, a busy one after its last request."""

@@ -1,4 +1,7 @@
-"""The composition root: the objects a running daemon shares between requests, built once at start."""
+"""The composition root: the store opened and checked, the runtime and the pulls built, once at start.
+
+The app puts each part on its state for the routes that need it; no route sees them as one bag.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +12,31 @@ import math
 from dataclasses import dataclass
 
 from daemon.config import Settings
-from daemon.inference.admission import Admission
 from daemon.inference.batcher import BatchLimits
-from daemon.inference.embed import Embedder, EmbedOptions
 from daemon.inference.engine import Engine
-from daemon.inference.gate import Gate
-from daemon.inference.rerank import Reranker, RerankOptions
 from daemon.inference.residency import Residency
+from daemon.inference.runtime import Runtime
 from daemon.shared_pulls import SharedPulls
 from modelstore.downloads import kept_downloads, sweep_partials
 from modelstore.names import InvalidName, parse_name
 from modelstore.pull import Puller
-from modelstore.spec import RERANK
-from modelstore.store import ModelRecord, ModelStore
+from modelstore.store import ModelStore
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Services:
+@dataclass(frozen=True)
+class Parts:
+    """What a running daemon is made of: its settings, its store, its runtime and its pulls in flight."""
+
     settings: Settings
     store: ModelStore
-    engine: Engine
-    residency: Residency
-    gate: Gate
-    embedder: Embedder
-    reranker: Reranker
+    runtime: Runtime
     pulls: SharedPulls
 
     @classmethod
-    def start(cls, settings: Settings) -> Services:
+    def start(cls, settings: Settings) -> Parts:
+        """Open the store and the device; a bad device or store raises here, before any socket opens."""
         store = ModelStore(settings.models_dir)
         store.sweep_staging()
         sweep_partials(store.layout)
@@ -65,10 +63,9 @@ class Services:
                 )
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
-        gate = Gate(Admission(settings.max_queue), residency, settings.max_inputs)
-        embedder, reranker = Embedder(gate), Reranker(gate)
+        runtime = Runtime(engine, store, residency, settings.max_inputs, settings.max_queue)
         pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
-        return cls(settings, store, engine, residency, gate, embedder, reranker, pulls)
+        return cls(settings, store, runtime, pulls)
 
     async def preload(self) -> None:
         """OVEMBED_PRELOAD's models, loaded one after another and kept; a name that fails is logged, not fatal."""
@@ -80,27 +77,18 @@ class Services:
                 log.warning("OVEMBED_PRELOAD names %s, which is not in the store; pull it first", text)
                 continue
             try:
-                if record.spec.task == RERANK:
-                    await self.reranker.rerank(record, "", [], RerankOptions(keep_alive=math.inf))
-                else:
-                    await self.embedder.embed(record, [], EmbedOptions(keep_alive=math.inf))
+                await self.runtime.load(record, keep_alive=math.inf)
             except Exception as exc:  # one bad model must not stop the others, nor the daemon
                 log.warning("OVEMBED_PRELOAD could not load %s: %s", text, exc)
             else:
                 log.info("preloaded %s", record.name.display)
 
-    def delete(self, record: ModelRecord) -> None:
-        """Remove a name; its folder and compile cache go with the last name for them."""
-        self.store.delete(record)
-        self.residency.retire(record)
-        self.engine.prune_cache({r.digest for r in self.store.list()})
-
     def begin_stop(self) -> None:
         """The first signal: pulls end now, and embeddings and reranks still running after
         OVEMBED_SHUTDOWN_TIMEOUT end with Stopping, so each is answered rather than cut off."""
         self.pulls.stop()
-        asyncio.get_running_loop().call_later(self.settings.shutdown_timeout, self.gate.stop)
+        asyncio.get_running_loop().call_later(self.settings.shutdown_timeout, self.runtime.end_running)
 
     async def close(self) -> None:
         await self.pulls.close()
-        await self.residency.close()
+        await self.runtime.close()
