@@ -11,18 +11,13 @@ import logging
 import time
 from collections.abc import Iterable
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from daemon.http.state import work_of
 from daemon.metrics import REQUEST_SECONDS, REQUESTS
 
 log = logging.getLogger("ovembed.access")
 _POLLED = frozenset({"/", "/api/version", "/api/tags", "/api/ps", "/metrics"})
-
-
-def note_work(request: Request, texts: int, tokens: int) -> None:
-    """What an embedding request cost, for its access line."""
-    request.state.work = f" {texts} texts {tokens} tokens"
 
 
 class Observe:
@@ -55,5 +50,6 @@ class Observe:
             REQUEST_SECONDS.labels(route).observe(seconds)
             level = logging.DEBUG if route in _POLLED else logging.INFO
             if log.isEnabledFor(level):
-                work = scope.get("state", {}).get("work", "")
-                log.log(level, "%s %s %s %.1f ms%s", scope["method"], scope["path"], code, seconds * 1000, work)
+                log.log(
+                    level, "%s %s %s %.1f ms%s", scope["method"], scope["path"], code, seconds * 1000, work_of(scope)
+                )

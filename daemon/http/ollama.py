@@ -17,11 +17,10 @@ from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
 from daemon.http.lookup import find_record, installed, name_field, parse_embed_model, parse_model
-from daemon.http.observe import note_work
 from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, empty_ok
 from daemon.http.routing import get_only
-from daemon.http.state import runtime_of, store_of
+from daemon.http.state import note_work, runtime_of, store_of
 from daemon.inference.embed import EmbedOptions
 from modelstore.store import ModelRecord, ModelStore
 

@@ -19,10 +19,9 @@ from daemon.http import views
 from daemon.http.disconnect import unless_disconnected
 from daemon.http.errors import Err
 from daemon.http.lookup import installed, parse_embed_model
-from daemon.http.observe import note_work
 from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, PlainJSON
-from daemon.http.state import runtime_of, store_of
+from daemon.http.state import note_work, runtime_of, store_of
 from daemon.inference.rerank import Reranked, RerankOptions
 from modelstore.spec import RERANK
 from modelstore.store import ModelRecord

@@ -1,0 +1,153 @@
+"""The one-way walk of docs/architecture.md, read from the running code: a request goes from the socket to
+OpenVINO and back without entering any module twice.
+
+Every Python call made while the real app serves one request (in process, real OpenVINO) is traced on every
+thread; at each call into the project the stack of project modules above it is read, outermost first. A
+module that appears, gives way to another, and appears again on one stack is a corridor that doubles back
+(`a -> b -> a`): that fails here, naming the stack. The one way back up that is by design is a callback the
+layer above hands down: ASGI middlewares see the answer by wrapping `send`, so whatever answers calls up
+through them (CALLBACKS).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from daemon.config import Settings, parse_host
+from daemon.http.app import create_app
+from daemon.startup import Parts
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.store import ModelStore
+from tests.conftest import REPO
+from tests.test_convert import FIXTURES
+
+PACKAGES = tuple(str(REPO / package) + "/" for package in ("daemon", "modelstore"))
+# Functions a module hands down to be called back: entering the module again through one is no doubling back.
+CALLBACKS = {
+    ("daemon.http.observe", "observed"),  # the status and the last byte, for /metrics and the access line
+    ("daemon.http.guard", "send_with_cors"),  # CORS headers on every answer
+}
+
+
+def module_of(frame: FrameType) -> str | None:
+    path = frame.f_code.co_filename
+    if not path.startswith(PACKAGES):
+        return None
+    return ".".join(Path(path).relative_to(REPO).with_suffix("").parts)
+
+
+def modules_on(frame: FrameType | None) -> list[tuple[str, str]]:
+    """The project modules on the stack ending at `frame`, outermost first, each run of one module once, with
+    the function it was entered through."""
+    frames: list[tuple[str, str]] = []
+    while frame is not None:
+        module = module_of(frame)
+        if module is not None:
+            frames.append((module, frame.f_code.co_name))
+        frame = frame.f_back
+    chain: list[tuple[str, str]] = []
+    for module, function in reversed(frames):
+        if not chain or chain[-1][0] != module:
+            chain.append((module, function))
+    return chain
+
+
+class Walks:
+    """Every distinct stack of project modules seen while tracing, and those that double back."""
+
+    def __init__(self) -> None:
+        self.stacks: set[tuple[tuple[str, str], ...]] = set()
+        self._lock = threading.Lock()
+
+    def profile(self, frame: FrameType, event: str, _arg: Any) -> None:
+        if event != "call" or module_of(frame) is None:
+            return
+        stack = tuple(modules_on(frame))
+        with self._lock:
+            self.stacks.add(stack)
+
+    def doubled_back(self) -> list[str]:
+        found = set()
+        for stack in self.stacks:
+            entered = [module for module, function in stack if (module, function) not in CALLBACKS]
+            if len(set(entered)) < len(entered):
+                found.add(" -> ".join(f"{module}.{function}" for module, function in stack))
+        return sorted(found)
+
+    def modules(self) -> set[str]:
+        return {module for stack in self.stacks for module, _ in stack}
+
+
+def traced(client: TestClient, call: Callable[[], Any]) -> Walks:
+    """`call` traced on this thread, on the app's event loop thread (TestClient's portal) and on threads
+    started meanwhile (the inference slots start theirs on demand)."""
+    walks = Walks()
+    assert client.portal is not None
+    threading.setprofile(walks.profile)
+    client.portal.call(sys.setprofile, walks.profile)
+    sys.setprofile(walks.profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+        client.portal.call(sys.setprofile, None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+    return walks
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("walk")
+    store = ModelStore(root / "models")
+    create_from_folder(store, parse_name("tiny"), tiny_dir)
+    create_from_folder(store, parse_name("rerank"), FIXTURES / "bert-rerank")
+    return root
+
+
+@pytest.fixture
+def client(store_root: Path) -> Iterator[TestClient]:
+    """A daemon of its own per walk: its models loaded, but no batch run yet, so the inference slots start
+    their threads while the walk is traced."""
+    settings = Settings(
+        listen=parse_host("127.0.0.1:11434"),
+        models_dir=store_root / "models",
+        cache_dir=store_root / "cache",
+        precision="fp32",
+    )
+    with TestClient(create_app(Parts.start(settings)), base_url="http://127.0.0.1:11434") as running:
+        # Loaded before tracing: a load compiles on a thread of its own, which is not a request's walk.
+        assert running.post("/api/embed", json={"model": "tiny"}).status_code == 200
+        assert running.post("/api/rerank", json={"model": "rerank", "documents": []}).status_code == 200
+        yield running
+
+
+WALKS = {
+    "embed": ("/api/embed", {"model": "tiny", "input": ["why is the sky blue?", "water runs down the road"]}),
+    "rerank": ("/api/rerank", {"model": "rerank", "query": "why is the sky blue?", "documents": ["sky", "bread"]}),
+    "openai": ("/v1/embeddings", {"model": "tiny", "input": "why is the sky blue?"}),
+    "an error from below": ("/api/rerank", {"model": "tiny", "query": "q", "documents": ["d"]}),
+}
+
+
+@pytest.mark.parametrize("walk", list(WALKS))
+def test_a_request_enters_no_module_twice(client: TestClient, walk: str) -> None:
+    path, body = WALKS[walk]
+    answers: list[int] = []
+    walks = traced(client, lambda: answers.append(client.post(path, json=body).status_code))
+    assert answers == [400 if walk == "an error from below" else 200]
+    # The trace saw the whole walk: the runtime, the batcher and OpenVINO's caller (or the error's mapping).
+    seen = walks.modules()
+    expected = {"daemon.inference.runtime", "daemon.inference.batcher", "daemon.inference.engine"}
+    if walk == "an error from below":  # raised by the runtime, answered by the one handler
+        expected = {"daemon.inference.runtime", "daemon.http.errors"}
+    assert expected <= seen, " ".join(sorted(seen))
+    assert not walks.doubled_back(), "\n".join(walks.doubled_back())
