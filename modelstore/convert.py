@@ -14,6 +14,7 @@ import openvino as ov
 
 from modelstore.architectures import WEIGHT_FORMATS, ArchitectureError, ReadProgress, WeightsError, build_network
 from modelstore.layout import IR_FILE, REPO_CHECKPOINTS, REPO_NETWORKS, first_present, is_checkpoint
+from modelstore.positions import table_positions
 from modelstore.spec import EMBED, RERANK
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
@@ -44,6 +45,8 @@ class NetworkInfo:
     dimension: int | None
     precision: str
     parameter_count: int
+    # The tokens its position table can place; None for a network without one (rotary positions).
+    positions: int | None
 
 
 def openvino_reason(exc: BaseException) -> str:
@@ -139,4 +142,4 @@ def convert_network(
     ov.save_model(model, destination / IR_FILE, compress_to_fp16=compress)
     # Only a compression at save time changes the weights from those of the model in memory.
     precision, parameters = _weights(core.read_model(destination / IR_FILE) if compress else model)
-    return NetworkInfo(dimension=dimension, precision=precision, parameter_count=parameters)
+    return NetworkInfo(dimension, precision, parameters, table_positions(model))

@@ -5,6 +5,7 @@ The pull path ends here too after downloading, so a model enters the store one w
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import replace
@@ -20,8 +21,10 @@ from modelstore.diskspace import disk_full_message, is_disk_full
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
 from modelstore.names import ModelName
 from modelstore.spec import EMBED, RERANK, ModelDescription, ModelSpec
-from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense
+from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense, within_positions
 from modelstore.store import ModelRecord, ModelStore
+
+log = logging.getLogger(__name__)
 
 _END_OF_TEXT = "<|endoftext|>"
 # Where a causal language model keeps its output embeddings; tied ones are its input table.
@@ -175,16 +178,19 @@ def create_from_folder(
             if not dimension:
                 raise CreateError(f"cannot tell the embedding size of {network.name}")
             spec = ModelSpec.of(
-                replace(description, dimension=dimension),
+                replace(within_positions(description, folder, info.positions), dimension=dimension),
                 precision=info.precision,
                 parameter_count=info.parameter_count,
             )
             source = source or str(folder)
-            return store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)
+            record = store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)
         except (OSError, RuntimeError) as exc:
             if is_disk_full(exc, store.root):
                 raise DiskFull(disk_full_message("writing the model", store.root, _network_size(network))) from exc
             raise
+    if note := spec.context_note():  # the daemon's log says it for a pull, as `ovembed create` prints it
+        log.info("%s: context %d (%s)", name.display, spec.context_length, note)
+    return record
 
 
 def _network_size(network: Path) -> int:

@@ -38,6 +38,16 @@ class ModelDescription:
     # {document}, `suffix`, and the default `instruction`. Empty for a cross-encoder, which joins a pair with
     # its tokenizer's own template.
     pair_format: dict[str, str] = field(default_factory=dict)
+    # Which config set the context ("the tokenizer", "config.json", ...; empty for ovembed's default), and the
+    # longer context it claimed where the network holds fewer positions, which then cut it (0: nothing cut).
+    context_from: str = ""
+    context_claimed: int = 0
+
+    def context_note(self) -> str:
+        """Why the context is shorter than a config says, in words for the person who made the model; or ""."""
+        if not self.context_claimed:
+            return ""
+        return f"{self.context_from} claims {self.context_claimed}; the network holds {self.context_length} positions"
 
 
 @dataclass(frozen=True)
@@ -69,4 +79,6 @@ class ModelSpec(ModelDescription):
             task=str(data.get("task") or EMBED),
             score_activation=str(data.get("score_activation") or ""),
             pair_format={str(k): str(v) for k, v in (data.get("pair_format") or {}).items()},
+            context_from=str(data.get("context_from") or ""),
+            context_claimed=int(data.get("context_claimed") or 0),
         )

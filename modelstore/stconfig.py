@@ -10,9 +10,6 @@ from typing import Any
 from modelstore.catalog import language_model_reranker
 from modelstore.spec import RERANK, ModelDescription, is_cross_encoder
 
-# sentence-transformers 2-5 wrote `sentence_transformers.models.Pooling`; 6 writes
-# `sentence_transformers.sentence_transformer.modules.pooling.Pooling`: modules are known by class name.
-_CLASSIC_PREFIX = "sentence_transformers.models."
 _LEGACY_POOLING_FLAGS = {
     "pooling_mode_cls_token": "cls",
     "pooling_mode_mean_tokens": "mean",
@@ -42,7 +39,8 @@ def _load(path: Path) -> Any:
 
 
 def _modules_of(modules: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """The modules of one class, by its name (sentence-transformers moved the classes between versions)."""
+    """The modules of one class, by its name: sentence-transformers 2-5 wrote `sentence_transformers.models.Pooling`,
+    6 writes `sentence_transformers.sentence_transformer.modules.pooling.Pooling`."""
     return [m for m in modules if str(m.get("type", "")).rsplit(".", 1)[-1] == kind]
 
 
@@ -99,32 +97,44 @@ def read_dense(folder: Path) -> list[DenseModule]:
     return dense
 
 
-def _context_length(folder: Path, modules: list[dict[str, Any]], model_config: dict[str, Any]) -> int:
-    """The model's own limit: sentence-transformers' max_seq_length first, as sentence-transformers does.
-
-    Version 6 keeps it as the tokenizer's model_max_length; earlier ones in sentence_bert_config.json.
-    """
+def _claimed_context(folder: Path, model_config: dict[str, Any]) -> tuple[int, str]:
+    """The context the model's configs give it, and which gives it: sentence-transformers' max_seq_length first,
+    as sentence-transformers reads it (version 6 keeps it as the tokenizer's model_max_length, earlier ones in
+    sentence_bert_config.json), then the tokenizer's, then config.json's positions."""
     st_config = _load(folder / "sentence_bert_config.json") or {}
     if isinstance(st_config.get("max_seq_length"), int) and st_config["max_seq_length"] > 0:
-        return int(st_config["max_seq_length"])
-    tok_config = _load(folder / "tokenizer_config.json") or {}
-    max_length = tok_config.get("model_max_length")
-    positions = _positions(model_config)
-    transformer = _module(modules, "Transformer")
-    st6 = transformer is not None and not str(transformer.get("type", "")).startswith(_CLASSIC_PREFIX)
-    if st6 and isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
-        return min(max_length, positions) if positions else max_length  # as version 6 caps it
+        return int(st_config["max_seq_length"]), "sentence-transformers' max_seq_length"
+    max_length = (_load(folder / "tokenizer_config.json") or {}).get("model_max_length")
     if isinstance(max_length, int) and 0 < max_length < _UNBOUNDED_MAX_LENGTH:
-        return max_length
-    return positions or _FALLBACK_CONTEXT
+        return max_length, "the tokenizer"
+    positions = _positions(model_config)
+    return (positions, "config.json") if positions else (_FALLBACK_CONTEXT, "")
 
 
 def _positions(model_config: dict[str, Any]) -> int | None:
-    """How many positions the network has; RoBERTa-style tables reserve two for the padding offset."""
+    """How many positions config.json gives the network; a RoBERTa-style table starts counting after its
+    padding row, so pad_token_id + 1 rows place no token (514 rows, padding 1: 512 tokens)."""
     positions = model_config.get("max_position_embeddings")
     if not isinstance(positions, int) or positions <= 0:
         return None
-    return positions - 2 if model_config.get("model_type") in _PADDING_OFFSET_TYPES else positions
+    if model_config.get("model_type") in _PADDING_OFFSET_TYPES:
+        pad = model_config.get("pad_token_id")
+        return positions - (pad if isinstance(pad, int) else 1) - 1
+    return positions
+
+
+def within_positions(description: ModelDescription, folder: Path, network_positions: int | None) -> ModelDescription:
+    """The context cut to the tokens the network can place; a longer claim is kept, with who made it.
+
+    `network_positions`, read off the network's own position table, is the truth where there is one: Gather
+    answers zeros past the table, and a config.json beside an export may describe another checkpoint. A rotary
+    network has no table and places any position, but was made for config.json's max_position_embeddings.
+    """
+    positions = network_positions or _positions(_load(folder / "config.json") or {})
+    if positions is None or description.context_length <= positions:
+        return description
+    claimed = description.context_length if description.context_from else 0
+    return replace(description, context_length=positions, context_claimed=claimed)
 
 
 _SCORE_ACTIVATION_CLASSES = {
@@ -150,13 +160,14 @@ def _score_activation(model_config: dict[str, Any]) -> str:
     return activation
 
 
-def describe_cross_encoder(model_config: dict[str, Any], context_length: int) -> ModelDescription:
+def describe_cross_encoder(model_config: dict[str, Any], context_length: int, context_from: str) -> ModelDescription:
     """A reranker: one score per (query, document) pair, from the classifier head on the first token."""
     return ModelDescription(
         architecture=str(model_config.get("model_type") or "unknown"),
         pooling="cls",
         normalize=False,
         context_length=context_length,
+        context_from=context_from,
         dimension=1,
         task=RERANK,
         score_activation=_score_activation(model_config),
@@ -166,10 +177,11 @@ def describe_cross_encoder(model_config: dict[str, Any], context_length: int) ->
 def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: str | None = None) -> ModelDescription:
     """What a sentence-transformers-style folder says about its model.
 
-    `fallback` (a catalog entry's description) caps the context at Ollama's and otherwise fills only what the
-    folder is silent on, e.g. a pre-converted mirror without modules.json; without one, sentence-transformers'
-    own defaults apply (mean, no Normalize). `task` rerank makes a language model (Qwen3) a reranker, which
-    its config cannot say; a cross-encoder is one by its config alone.
+    The context is what the configs claim, and which claims it; `within_positions` cuts it to the network's
+    positions once the network is read. `fallback` (a catalog entry's description) caps it at Ollama's and
+    otherwise fills only what the folder is silent on, e.g. a pre-converted mirror without modules.json; without
+    one, sentence-transformers' own defaults apply (mean, no Normalize). `task` rerank makes a language model
+    (Qwen3) a reranker, which its config cannot say; a cross-encoder is one by its config alone.
     """
     model_config = _load(folder / "config.json") or {}
     cross_encoder = is_cross_encoder(model_config)
@@ -181,12 +193,13 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: 
     modules_data = _load(folder / "modules.json")
     modules = modules_data or []
     # Ollama truncates at its context for the tag (the catalog's num_ctx); never past what the model was made for.
-    own_context = _context_length(folder, modules, model_config)
-    context = min(own_context, fallback.context_length) if fallback else own_context
+    context, context_from = _claimed_context(folder, model_config)
+    if fallback is not None and fallback.context_length < context:
+        context, context_from = fallback.context_length, "ovembed's catalog"
     if cross_encoder:
-        return describe_cross_encoder(model_config, context)
+        return describe_cross_encoder(model_config, context, context_from)
     if fallback is not None and fallback.task == RERANK:  # a language-model reranker: its config is an LM's
-        return replace(fallback, context_length=context)
+        return replace(fallback, context_length=context, context_from=context_from)
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}
     architectures = model_config.get("architectures") or []
     architecture = model_config.get("model_type") or (architectures[0] if architectures else None)
@@ -200,6 +213,7 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: 
         pooling=_pooling(folder, modules, fallback.pooling if fallback else "mean"),
         normalize=normalize,
         context_length=context,
+        context_from=context_from,
         dimension=int(hidden) if isinstance(hidden, int) else (fallback.dimension if fallback else 0),
         prompts=prompts or (dict(fallback.prompts) if fallback else {}),
         dense=tuple(d.activation for d in dense),

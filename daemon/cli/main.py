@@ -45,8 +45,10 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(str(exc)) from exc
     spec = record.spec
     kind = "reranker" if spec.task == RERANK else f"{spec.dimension} dimensions, {spec.pooling} pooling"
+    note = spec.context_note()
+    context = f"{spec.context_length} ({note})" if note else str(spec.context_length)
     print(
-        f"created {record.name.display}: {spec.architecture}, {kind}, context {spec.context_length}, "
+        f"created {record.name.display}: {spec.architecture}, {kind}, context {context}, "
         f"{spec.precision} weights, {human_bytes(record.size)}"
     )
     return 0
