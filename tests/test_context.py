@@ -87,11 +87,11 @@ def loaded(record: ModelRecord) -> LoadedModel:
 
 
 def scores(model: LoadedModel, limit: int) -> np.ndarray:
-    return model.embed(0, model.tokens.pairs(QUERY, [LONG], limit))
+    return model.infer(0, model.tokens.pairs(QUERY, [LONG], limit))
 
 
 def vectors(model: LoadedModel, limit: int) -> np.ndarray:
-    return model.embed(0, model.tokens.texts([LONG], limit, True))
+    return model.infer(0, model.tokens.texts([LONG], limit, True))
 
 
 def assert_cut_at_positions(
