@@ -40,6 +40,13 @@ EMBEDDED_TOKENS = _counter("embedded_tokens", "Tokens of embedded texts that wen
 RERANKED_PAIRS = _counter("reranked_pairs", "Query and document pairs scored by a reranker")
 RERANKED_TOKENS = _counter("reranked_tokens", "Tokens of reranked pairs that went through a network")
 
+# The vector cache (inference/vector_cache.py): texts answered without the network, texts sent to it, and what is held.
+CACHE_HITS = _counter("cache_hits", "Texts answered from the vector cache, or repeated within their request")
+CACHE_MISSES = _counter("cache_misses", "Texts the vector cache sent to the network")
+CACHE_EVICTIONS = _counter("cache_evictions", "Vectors dropped from the vector cache to stay within OVEMBED_CACHE_MB")
+CACHE_BYTES = _gauge("cache_bytes", "Bytes the vector cache holds, keys and bookkeeping included")
+CACHE_ENTRIES = _gauge("cache_entries", "Vectors the vector cache holds")
+
 # The queue and the batcher.
 WAITING_REQUESTS = _gauge("waiting_requests", "Requests holding a place in OLLAMA_MAX_QUEUE")
 BATCH_TEXTS = _histogram("batch_texts", "Texts per batch run", (1, 2, 4, 8, 16, 24, 32, 48, 64, 128))

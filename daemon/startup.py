@@ -63,7 +63,8 @@ class Parts:
                 )
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
-        runtime = Runtime(engine, store, residency, settings.max_inputs, settings.max_queue)
+        cache_bytes = settings.vector_cache_mb << 20
+        runtime = Runtime(engine, store, residency, settings.max_inputs, settings.max_queue, cache_bytes)
         pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
         return cls(settings, store, runtime, pulls)
 

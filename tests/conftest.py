@@ -75,6 +75,9 @@ def daemon_env(models_dir: Path, port: int, **extra: str) -> dict[str, str]:
             "OLLAMA_HOST": f"127.0.0.1:{port}",
             "OVEMBED_MODELS": str(models_dir),
             "OVEMBED_CACHE_DIR": str(models_dir.parent / "cache"),
+            # Off: these daemons' tests compare computations (alone and batched, lane counts); a repeated text
+            # answered from the vector cache would pass them unseen. tests/test_vector_cache.py tests the cache.
+            "OVEMBED_CACHE_MB": "0",
             "HF_HUB_OFFLINE": "1",
             "ANONYMIZED_TELEMETRY": "False",
         }

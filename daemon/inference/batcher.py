@@ -53,10 +53,14 @@ class BatchLimits:
 @dataclass(frozen=True)
 class Pooled:
     """An embedding model's output: each text's pooled vector (after its Dense layers, not normalized), in
-    input order, and the tokens that went through the network."""
+    input order, and each text's tokens that went through the network (the vector cache keeps them with it)."""
 
     vectors: np.ndarray
-    token_count: int
+    lengths: list[int]
+
+    @property
+    def token_count(self) -> int:
+        return sum(self.lengths)
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ class Lane:
         """
         chars = sum(len(t) for t in texts)
         tokenized = await _tokenized(chars, self.model.tokens.texts, texts, limit, truncate)
-        return Pooled(await self._run(tokenized), _token_count(tokenized))
+        return Pooled(await self._run(tokenized), [len(t) for t in tokenized])
 
     async def rerank(self, query: str, documents: Sequence[str], limit: int, truncate: bool) -> Logits:
         """A reranker's logit for each (query, document) pair, batched with every other request's inputs."""

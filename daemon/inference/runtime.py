@@ -2,8 +2,9 @@
 
 A request meets, in this order: the shutdown bound, its input count (OVEMBED_MAX_INPUTS), a place in
 OLLAMA_MAX_QUEUE (held from before its model loads, as Ollama's scheduler counts pending requests), its model's
-lane through residency, and its task's finishing step. Routes call one method per task and nothing else below
-the edge; preload is a `load`, not an empty request.
+lane through residency (an embedding's texts through the vector cache first: only those it does not hold reach
+the lane), and its task's finishing step. Routes call one method per task and nothing else below the edge;
+preload is a `load`, not an empty request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from daemon.inference.engine import Engine
 from daemon.inference.errors import QueueFull, Stopping, TooManyInputs, WrongTask
 from daemon.inference.rerank import Reranked, RerankOptions, rank
 from daemon.inference.residency import Residency, Resident
+from daemon.inference.vector_cache import VectorCache
 from daemon.metrics import EMBEDDED_TEXTS, EMBEDDED_TOKENS, RERANKED_PAIRS, RERANKED_TOKENS, WAITING_REQUESTS
 from modelstore.spec import EMBED, RERANK
 from modelstore.store import ModelRecord, ModelStore
@@ -36,12 +38,21 @@ def _limit(record: ModelRecord, num_ctx: int) -> int:
 class Runtime:
     """Inference for the whole daemon: the models loaded, the requests admitted, the bound that ends them."""
 
-    def __init__(self, engine: Engine, store: ModelStore, residency: Residency, max_inputs: int, max_queue: int):
+    def __init__(
+        self,
+        engine: Engine,
+        store: ModelStore,
+        residency: Residency,
+        max_inputs: int,
+        max_queue: int,
+        cache_bytes: int = 0,
+    ):
         self.engine = engine
         self.store = store
         self.residency = residency
         self.max_inputs = max_inputs
         self.max_queue = max_queue
+        self.cache = VectorCache(cache_bytes)  # shared by every embedding route and request; 0 is off
         self._waiting = 0
         self._running: set[asyncio.Task[object]] = set()
         self._ended: set[asyncio.Task[object]] = set()  # running when the bound passed: answered Stopping
@@ -50,6 +61,10 @@ class Runtime:
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         """Vectors for `texts`; an empty list only loads the model, Ollama's preload idiom.
 
+        Texts the vector cache holds are answered from it; the rest go to the lane, each distinct text once.
+        A request answered from the cache alone still takes its place in the queue and loads its model: the
+        key needs the precision the loaded model computes in, and keep_alive counts from every request.
+
         Raises WrongTask for a model that does not embed, and what admission, loading and the lane raise.
         """
         if record.spec.task != EMBED:
@@ -57,10 +72,15 @@ class Runtime:
         async with self._admitted(record, options.keep_alive, len(texts)) as (lane, load_seconds):
             if not texts:
                 return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
-            pooled = await lane.embed(texts, _limit(record, options.num_ctx), options.truncate)
+            limit = _limit(record, options.num_ctx)
+            lookup = self.cache.look_up(record.digest, lane.model.precision, limit, options.truncate, texts)
+            if lookup.missing:
+                pooled = await lane.embed(lookup.missing, limit, options.truncate)
+                self.cache.add(lookup, pooled.vectors, pooled.lengths, lane.model.precision)
+                EMBEDDED_TOKENS.inc(pooled.token_count)
+        vectors, token_count = lookup.answer()
         EMBEDDED_TEXTS.inc(len(texts))
-        EMBEDDED_TOKENS.inc(pooled.token_count)
-        return Embedded(finish(pooled.vectors, options), pooled.token_count, load_seconds)
+        return Embedded(finish(vectors, options), token_count, load_seconds)
 
     async def rerank(
         self, record: ModelRecord, query: str, documents: Sequence[str], options: RerankOptions
@@ -137,9 +157,11 @@ class Runtime:
 
     def retire(self, record: ModelRecord) -> None:
         """After a delete: unload the name (a busy model after its last request), and drop the compile cache of
-        a model no name holds any more."""
+        a model no name holds any more. Its cached vectors are left to age out: their key holds its digest, which
+        no request can reach again."""
         self.residency.retire(record)
         self.engine.prune_cache({r.digest for r in self.store.list()})
 
     async def close(self) -> None:
         await self.residency.close()
+        self.cache.clear()
