@@ -15,14 +15,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from daemon.config import Settings, parse_host
-from daemon.http.app import create_app
 from daemon.http.errors import RAISED, Err, Reply
 from daemon.metrics import LOAD_SECONDS
-from daemon.services import Services
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
+from tests.conftest import serving
 from tests.contract import NATIVE_JSON
 from tests.test_convert import FIXTURES
 from tests.tinymodel import build_faulty_model
@@ -31,18 +29,6 @@ LONG_TEXT = " ".join(["water"] * 200)
 MAX_INPUTS = 64
 MAX_BODY = 1 << 16
 BAD_HOST = "h" * 300 + "/ns/model"
-
-
-def _settings(root: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "listen": parse_host("127.0.0.1:11434"),
-        "models_dir": root / "models",
-        "cache_dir": root / "cache",
-        "precision": "fp32",
-        "hf_endpoint": "http://127.0.0.1:9",  # nothing listens there: the hub is unreachable
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +51,8 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
 
 
 def _client(root: Path, **overrides: Any) -> Iterator[TestClient]:
-    app = create_app(Services.start(_settings(root, **overrides)))
-    with TestClient(app, base_url="http://127.0.0.1:11434", raise_server_exceptions=False) as client:
+    """The app with the hub unreachable (conftest's NO_HUB); its 500s answered, not raised in the test."""
+    with serving(root, raise_server_exceptions=False, **overrides) as client:
         yield client
 
 
