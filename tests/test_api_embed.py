@@ -1,4 +1,5 @@
-"""/api/embed and /api/embeddings over real HTTP against the shared `ovembed serve` daemon.
+"""/api/embed and /api/embeddings: the contract in process (the shared app, real OpenVINO), and over a socket what
+only a socket shows (a client that hangs up, stalled and chunked bodies).
 
 Vectors are held to tests.tinymodel.reference_vectors; error rows follow ../shared/ollama-api.md §0, §1.1,
 §1.2 and §2, with ovembed's two chosen deviations (400 for a wrong-typed option, truncation on
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import Daemon, start_daemon, stop_daemon
+from tests.conftest import Daemon, InProcess, start_daemon, stop_daemon, store_models, wait_for
 from tests.contract import LANGCHAIN_OPTION_KEYS, NATIVE_JSON, assert_error
 from tests.tinymodel import reference_vectors
 
@@ -43,19 +44,13 @@ LONG_MIXED = "Unbelievable!!! supercalifragilistic expialidocious, " * 4
 
 
 @pytest.fixture(scope="module")
-def client(daemon: Daemon) -> Iterator[httpx.Client]:
-    with daemon.client() as http:
-        yield http
+def client(app: InProcess) -> httpx.Client:
+    return app.client
 
 
 @pytest.fixture(scope="module")
-def folders(tiny_dir: Path, tiny_variants: dict[str, Path]) -> dict[str, Path]:
-    return {
-        "tiny": tiny_dir,
-        "tiny-cls": tiny_variants["cls"],
-        "tiny-last": tiny_variants["lasttoken"],
-        "tiny-raw": tiny_variants["raw"],
-    }
+def folders(tiny_models: dict[str, Path]) -> dict[str, Path]:
+    return tiny_models
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -333,15 +328,14 @@ def test_dimensions_of_the_wrong_type_give_go_errors(client: httpx.Client, value
 
 
 @pytest.fixture(scope="module")
-def own_models(daemon: Daemon, tiny_dir: Path) -> Iterator[list[str]]:
+def own_models(app: InProcess, tiny_dir: Path) -> Iterator[list[str]]:
     """Names of our own, so keep_alive changes never touch the shared models."""
     names = ["ka-forever", "ka-zero", "ka-hour", "ka-seconds", "ka-five", "ka-keep"]
     for name in names:
-        daemon.create(name, tiny_dir)
+        app.create(name, tiny_dir)
     yield names
-    with daemon.client() as http:
-        for name in names:
-            http.request("DELETE", "/api/delete", json={"model": name})
+    for name in names:
+        app.client.request("DELETE", "/api/delete", json={"model": name})
 
 
 @pytest.mark.parametrize("body", [{"input": ""}, {"input": []}, {"input": None}, {}])
@@ -595,6 +589,9 @@ def test_embeddings_field_type_error(client: httpx.Client) -> None:
     )
 
 
+# Over a socket: what happens between the client's socket and the app
+
+
 def test_a_client_that_hangs_up_mid_body_is_one_quiet_499(daemon: Daemon) -> None:
     """Headers promise 10,000 bytes, 40 arrive, the socket closes: no traceback, and the daemon serves on."""
     since = len(daemon.log())
@@ -604,48 +601,57 @@ def test_a_client_that_hangs_up_mid_body_is_one_quiet_499(daemon: Daemon) -> Non
             b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b'Content-Length: 10000\r\n\r\n{"model": "tiny", "input": ["a text that'
         )
-    deadline = time.monotonic() + 5
+    wait_for(lambda: "POST /api/embed 499 " in daemon.log()[since:], "the hang-up's access line")
     with httpx.Client(base_url=daemon.url, timeout=30) as http:
-        while time.monotonic() < deadline:  # the next request is served, and the hang-up was seen by then
-            assert http.post("/api/embed", json={"model": "tiny", "input": "still here"}).status_code == 200
-            time.sleep(0.2)
+        assert http.post("/api/embed", json={"model": "tiny", "input": "still here"}).status_code == 200
     log = daemon.log()[since:]
+    assert log.count("POST /api/embed 499 ") == 1, log
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log
     assert daemon.process.poll() is None
 
 
-def test_limits_answer_ollama_style_errors_over_a_socket(tmp_path: Path, tiny_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator[Daemon]:
+    """A daemon with small limits: 4,096-byte bodies, 8 inputs, and 1 s for a head or a pause in a body."""
+    root = tmp_path_factory.mktemp("limited")
+    store_models(root, {"tiny": tiny_dir})
+    running = start_daemon(
+        root, OVEMBED_MAX_BODY_BYTES="4096", OVEMBED_MAX_INPUTS="8", OVEMBED_READ_TIMEOUT="1", OVEMBED_PRECISION="fp32"
+    )
+    yield running
+    stop_daemon(running)
+
+
+def test_limits_answer_ollama_style_errors_over_a_socket(limited: Daemon) -> None:
     """A chunked body (no Content-Length) is cut off as soon as it passes the limit; inputs are counted."""
-    running = start_daemon(tmp_path, OVEMBED_MAX_BODY_BYTES="4096", OVEMBED_MAX_INPUTS="8")
-    try:
-        running.create("tiny", tiny_dir)
 
-        def chunks() -> Iterator[bytes]:
-            yield b'{"model": "tiny", "input": "'
-            for _ in range(1000):  # 1 MB, of which the daemon reads about 4 kB
-                yield b"water " * 170
-            yield b'"}'
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "tiny", "input": "'
+        for _ in range(1000):  # 1 MB, of which the daemon reads about 4 kB
+            yield b"water " * 170
+        yield b'"}'
 
-        with running.client() as http:
-            streamed = http.post("/api/embed", content=chunks())
-            many = http.post("/api/embed", json={"model": "tiny", "input": ["water"] * 9})
-            eight = http.post("/api/embed", json={"model": "tiny", "input": ["water"] * 8})
-        assert (streamed.status_code, streamed.json()) == (
-            413,
-            {"error": "request body too large: this server accepts 4096 bytes (OVEMBED_MAX_BODY_BYTES)"},
-        )
-        assert (many.status_code, many.json()) == (
-            400,
-            {"error": "too many inputs: 9, this server accepts 8 per request (OVEMBED_MAX_INPUTS)"},
-        )
-        assert eight.status_code == 200 and len(eight.json()["embeddings"]) == 8
-    finally:
-        stop_daemon(running)
+    with limited.client() as http:
+        streamed = http.post("/api/embed", content=chunks())
+        many = http.post("/api/embed", json={"model": "tiny", "input": ["water"] * 9})
+        eight = http.post("/api/embed", json={"model": "tiny", "input": ["water"] * 8})
+    assert (streamed.status_code, streamed.json()) == (
+        413,
+        {"error": "request body too large: this server accepts 4096 bytes (OVEMBED_MAX_BODY_BYTES)"},
+    )
+    assert (many.status_code, many.json()) == (
+        400,
+        {"error": "too many inputs: 9, this server accepts 8 per request (OVEMBED_MAX_INPUTS)"},
+    )
+    assert eight.status_code == 200 and len(eight.json()["embeddings"]) == 8
 
 
-def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the daemon closes `sock` within `within` seconds, reading whatever it sends before."""
-    sock.settimeout(within)
+HANG_GUARD = 30.0  # seconds; only so that a daemon that never closes fails the test instead of hanging it
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the daemon closes `sock` (before the hang guard), reading whatever it sends before."""
+    sock.settimeout(HANG_GUARD)
     try:
         while sock.recv(4096):
             pass
@@ -654,50 +660,65 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
     return True
 
 
-def _seconds_until_closed_while_trickling(sock: socket.socket, data: bytes, gap: float) -> float:
-    """Send `data` a byte every `gap` seconds (each byte would reset an idle timer) until the daemon closes."""
-    started = time.monotonic()
+def _closed_while_trickling(sock: socket.socket, data: bytes, gap: float) -> bool:
+    """Send `data` a byte every `gap` seconds (each byte would reset an idle timer): whether the daemon closes
+    the connection before the last byte is sent."""
     sock.setblocking(False)
     for byte in data:
         try:
             sock.send(bytes([byte]))
             if sock.recv(1, socket.MSG_PEEK) == b"":
-                return time.monotonic() - started
+                return True
         except BlockingIOError:  # nothing to read yet: still open
             pass
         except OSError:  # reset or broken pipe: closed
-            return time.monotonic() - started
+            return True
         time.sleep(gap)
-    return float("inf")
+    return False
 
 
-def test_stalled_clients_lose_their_connection_and_a_slow_one_is_served(tmp_path: Path, tiny_dir: Path) -> None:
+def _read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One whole HTTP answer, head and body: read until the body holds Content-Length bytes, or the daemon
+    closes; segments arrive as the network cuts them, so one recv may hold only the head."""
+    sock.settimeout(HANG_GUARD)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+    while length is None or len(body) < int(length.group(1)):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
+def test_stalled_clients_lose_their_connection_and_a_slow_one_is_served(limited: Daemon) -> None:
     """OVEMBED_READ_TIMEOUT bounds a silent socket, a head sent a byte at a time, and a pause inside a body."""
-    running = start_daemon(tmp_path, OVEMBED_READ_TIMEOUT="1")
-    try:
-        running.create("tiny", tiny_dir)
-        host, port = running.url.removeprefix("http://").split(":")
-        body = b'{"model": "tiny", "input": "water"}'
-        head = f"POST /api/embed HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        with socket.create_connection((host, int(port))) as silent:
-            assert _closed_by_server(silent, within=5)
-        with socket.create_connection((host, int(port))) as trickle:
-            assert _seconds_until_closed_while_trickling(trickle, head[:-4], gap=0.1) < 3
-        with socket.create_connection((host, int(port))) as stalled:
-            stalled.sendall(head + body[:10])
-            stalled.settimeout(5)
-            answer = stalled.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 408 ")
-        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {
-            "error": "request body stalled: nothing arrived for 1 s (OVEMBED_READ_TIMEOUT)"
-        }
-        with socket.create_connection((host, int(port))) as slow:  # in time, however slowly
-            for piece in (head[:20], head[20:], body[:10], body[10:]):
-                slow.sendall(piece)
-                time.sleep(0.4)
-            slow.settimeout(10)
-            assert slow.recv(4096).startswith(b"HTTP/1.1 200 ")
-        assert "no request head within 1 s" in running.log()
-        assert running.process.poll() is None
-    finally:
-        stop_daemon(running)
+    since = len(limited.log())
+    host, port = limited.url.removeprefix("http://").split(":")
+    body = b'{"model": "tiny", "input": "water"}'
+    head = f"POST /api/embed HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port))) as silent:
+        assert _closed_by_server(silent)
+    # A byte every 0.1 s, each well inside the 1 s, outlasts the deadline five times over: closed before whole.
+    assert len(head[:-4]) * 0.1 > 5 * 1
+    with socket.create_connection((host, int(port))) as trickle:
+        assert _closed_while_trickling(trickle, head[:-4], gap=0.1)
+    with socket.create_connection((host, int(port))) as stalled:
+        stalled.sendall(head + body[:10])
+        status, answer = _read_answer(stalled)
+    assert status.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(answer) == {"error": "request body stalled: nothing arrived for 1 s (OVEMBED_READ_TIMEOUT)"}
+    with socket.create_connection((host, int(port))) as slow:  # in time, however slowly
+        for piece in (head[:20], head[20:], body[:10], body[10:]):
+            slow.sendall(piece)
+            time.sleep(0.25)  # a pause well inside the 1 s
+        status, answer = _read_answer(slow)
+    assert status.startswith(b"HTTP/1.1 200 ")
+    assert len(json.loads(answer)["embeddings"]) == 1
+    assert "no request head within 1 s" in limited.log()[since:]
+    assert limited.process.poll() is None
