@@ -2,7 +2,8 @@
 
 Starlette's TestClient drives the real app (real OpenVINO, real store, real tokenizers) without a socket,
 so each row of daemon/http/errors.py costs milliseconds. The few rows that need a socket (a client that
-hangs up, a delete racing a load) or a hub are named in SOCKET_ONLY with the test that reaches them.
+hangs up, a signal), a hub or a race of their own (a delete during a load) are named in ELSEWHERE with the
+test that reaches them.
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "the connection to Hugging Face broke while fetching hf.co/sentence-transformers/all-MiniLM-L6-v2 ",
     ),
 ]
-# Rows that need what an in-process client cannot do, and the tests that reach them over a socket.
-SOCKET_ONLY = {
+# Rows that need a socket, a hub or a race a single request cannot stage, and the tests that reach them.
+ELSEWHERE = {
     "REQUEST_CANCELED": "tests/test_load.py::test_clients_that_hang_up_have_their_texts_dropped",
     "ModelDeleted": "tests/test_api_models.py::test_a_delete_during_a_load_answers_404_and_unloads",
     "PullCancelled": "tests/test_pull.py::test_a_client_that_leaves_cancels_the_pull",
@@ -262,11 +263,11 @@ def _send(client: TestClient, method: str, path: str, body: Any) -> Any:
     return client.request(method, path, content=content, json=None if content is not None else body)
 
 
-def test_every_row_is_reached_here_or_named_with_its_socket_test() -> None:
+def test_every_row_is_reached_here_or_named_with_the_test_that_reaches_it() -> None:
     # QueueFull and NO_RERANKER: the tests of their own below.
     covered = {case[0] for case in CASES} | {"QueueFull", "NO_RERANKER"}
-    assert covered.isdisjoint(SOCKET_ONLY)
-    assert covered | set(SOCKET_ONLY) == every_row()
+    assert covered.isdisjoint(ELSEWHERE)
+    assert covered | set(ELSEWHERE) == every_row()
 
 
 @pytest.mark.parametrize(("row", "method", "path", "body", "status", "text"), CASES, ids=[c[0] for c in CASES])
