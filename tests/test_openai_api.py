@@ -1,5 +1,6 @@
-"""OpenAI-compatible endpoints over raw HTTP (httpx, not the openai package): /v1/embeddings, /v1/models and
-/v1/models/{model}, as Ollama's compatibility layer answers them (../shared/ollama-api.md §1.10, §1.11).
+"""OpenAI-compatible endpoints in process (httpx's API through Starlette's TestClient, not the openai package):
+/v1/embeddings, /v1/models and /v1/models/{model}, as Ollama's compatibility layer answers them
+(../shared/ollama-api.md §1.10, §1.11).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import Daemon, start_daemon, stop_daemon
+from tests.conftest import InProcess, serving
 from tests.tinymodel import reference_vectors
 
 OPENAI_JSON = "application/json"
@@ -24,9 +25,8 @@ LONG = "Unbelievable!!! supercalifragilistic expialidocious, " * 4
 
 
 @pytest.fixture(scope="module")
-def client(daemon: Daemon) -> Iterator[httpx.Client]:
-    with daemon.client() as http:
-        yield http
+def client(app: InProcess) -> httpx.Client:
+    return app.client
 
 
 def unit(vectors: Any) -> np.ndarray:
@@ -227,15 +227,11 @@ def test_models_list(client: httpx.Client) -> None:
 
 
 def test_models_list_of_an_empty_store_is_null(tmp_path: Path) -> None:
-    fresh = start_daemon(tmp_path)
-    try:
-        with fresh.client() as http:
-            response = http.get("/v1/models")
-            assert response.status_code == 200
-            assert response.headers["content-type"] == OPENAI_JSON
-            assert response.json() == {"object": "list", "data": None}
-    finally:
-        stop_daemon(fresh)
+    with serving(tmp_path) as http:
+        response = http.get("/v1/models")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == OPENAI_JSON
+        assert response.json() == {"object": "list", "data": None}
 
 
 @pytest.mark.parametrize("model_id", ["tiny", "tiny:latest", "TINY", "library/tiny:latest"])
