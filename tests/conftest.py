@@ -4,6 +4,7 @@ by the tests."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -84,10 +85,23 @@ def serving(root: Path, *, raise_server_exceptions: bool = True, **overrides: An
         yield client
 
 
-def transport_of(client: TestClient) -> httpx.BaseTransport:
-    """The TestClient's transport, for a real client library that accepts `transport=` (it reaches the app
-    through the same portal, so its requests run on the app's event loop)."""
-    return client._transport
+class AppTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An httpx transport onto the in-process app, for real client libraries that accept one (ollama, cohere, the
+    OpenAI SDK, LangChain). Starlette's TestClient speaks httpx2, so each request is handed to it and its answer
+    read whole; an async request waits on a thread, so concurrent ones run concurrently on the app's loop."""
+
+    def __init__(self, client: TestClient) -> None:
+        self._client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self._client.request(
+            request.method, str(request.url), headers=request.headers.multi_items(), content=request.read()
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers.multi_items(), content=answer.content)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return await asyncio.to_thread(self.handle_request, request)
 
 
 def scrape_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -141,7 +155,12 @@ class Daemon:
         return result
 
     def create(self, name: str, folder: Path, *options: str) -> None:
+        """`ovembed create` in a subprocess, for the tests of the CLI; the others store models with `store`."""
         self.cli("create", name, "--from", str(folder), *options)
+
+    def store(self, name: str, folder: Path, **options: Any) -> None:
+        """Store a model beside the running daemon, in this process; the daemon sees it on its next request."""
+        store_models(self.models_dir.parent, {name: folder}, **options)
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)  # type: ignore[arg-type]
