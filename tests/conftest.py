@@ -347,15 +347,22 @@ def serving_minilm(root: Path, **overrides: Any) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="session")
-def minilm_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The real tier's daemon, in the default precision (auto: measured, so bf16 on some CPUs)."""
-    with running_minilm(tmp_path_factory.mktemp("minilm")) as running:
-        yield running
+def minilm_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real tier's app in process, in the default precision (auto: measured, so bf16 on some CPUs)."""
+    with serving_minilm(tmp_path_factory.mktemp("minilm"), precision="auto") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def minilm_fp32_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real tier's app in process in fp32, where batching may change rounding and never more (0.99999)."""
+    with serving_minilm(tmp_path_factory.mktemp("minilm-fp32-app")) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
 def minilm_fp32_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The real tier's daemon in fp32, where batching may change rounding and never more (the 0.99999 bar)."""
+    """The real tier's daemon over a socket in fp32, for clients that hang up."""
     with running_minilm(tmp_path_factory.mktemp("minilm-fp32"), OVEMBED_PRECISION="fp32") as running:
         yield running
 
