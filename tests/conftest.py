@@ -346,14 +346,16 @@ def serving_minilm(root: Path, **overrides: Any) -> Iterator[TestClient]:
         yield client
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: every app in this process shares one metrics registry, and a gauge (loaded models) is set by
+# whichever app loads or unloads last, so apps live no longer than the tests that use them.
+@pytest.fixture(scope="module")
 def minilm_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The real tier's app in process, in the default precision (auto: measured, so bf16 on some CPUs)."""
     with serving_minilm(tmp_path_factory.mktemp("minilm"), precision="auto") as client:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def minilm_fp32_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The real tier's app in process in fp32, where batching may change rounding and never more (0.99999)."""
     with serving_minilm(tmp_path_factory.mktemp("minilm-fp32-app")) as client:
