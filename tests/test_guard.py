@@ -12,22 +12,23 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from daemon.config import Settings
 from tests.conftest import IN_PROCESS_URL, InProcess, serving
 
 
-def get(client: httpx.Client, path: str = "/", **headers: str) -> httpx.Response:
+def get(client: TestClient, path: str = "/", **headers: str) -> httpx.Response:
     return client.get(path, headers=headers)
 
 
-def port_of(client: httpx.Client) -> int:
+def port_of(client: TestClient) -> int:
     assert client.base_url.port is not None
     return client.base_url.port
 
 
 @pytest.fixture(scope="module")
-def client(app: InProcess) -> httpx.Client:
+def client(app: InProcess) -> TestClient:
     """The shared app, listening (as far as it knows) on loopback."""
     return app.client
 
@@ -51,11 +52,11 @@ def assert_forbidden(response: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:11434", "example.com", "8.8.8.8"])
-def test_foreign_host_is_refused(client: httpx.Client, host: str) -> None:
+def test_foreign_host_is_refused(client: TestClient, host: str) -> None:
     assert_forbidden(get(client, Host=host))
 
 
-def test_foreign_host_is_refused_on_api_routes(client: httpx.Client) -> None:
+def test_foreign_host_is_refused_on_api_routes(client: TestClient) -> None:
     response = client.post("/api/embed", json={"model": "tiny", "input": "hello"}, headers={"Host": "evil.example.com"})
     assert_forbidden(response)
 
@@ -75,7 +76,7 @@ def test_foreign_host_is_refused_on_api_routes(client: httpx.Client) -> None:
         "0.0.0.0:{port}",
     ],
 )
-def test_local_host_is_allowed(client: httpx.Client, host: str) -> None:
+def test_local_host_is_allowed(client: TestClient, host: str) -> None:
     response = get(client, Host=host.format(port=port_of(client)))
     assert response.status_code == 200
     assert response.text == "Ollama is running"
@@ -98,7 +99,7 @@ def test_local_host_is_allowed(client: httpx.Client, host: str) -> None:
         "vscode-file://vscode-app",
     ],
 )
-def test_allowed_origin_is_echoed(client: httpx.Client, origin: str) -> None:
+def test_allowed_origin_is_echoed(client: TestClient, origin: str) -> None:
     response = get(client, "/api/version", Origin=origin)
     assert response.status_code == 200
     assert response.json()["version"]
@@ -116,17 +117,17 @@ def test_allowed_origin_is_echoed(client: httpx.Client, origin: str) -> None:
         "null",
     ],
 )
-def test_foreign_origin_is_refused(client: httpx.Client, origin: str) -> None:
+def test_foreign_origin_is_refused(client: TestClient, origin: str) -> None:
     assert_forbidden(get(client, Origin=origin))
 
 
-def test_same_origin_request_gets_no_cors_headers(client: httpx.Client) -> None:
+def test_same_origin_request_gets_no_cors_headers(client: TestClient) -> None:
     response = get(client, Origin=IN_PROCESS_URL)
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_preflight_from_allowed_origin(client: httpx.Client) -> None:
+def test_preflight_from_allowed_origin(client: TestClient) -> None:
     origin = "http://localhost:3000"
     response = client.options(
         "/api/embed",
@@ -146,14 +147,14 @@ def test_preflight_from_allowed_origin(client: httpx.Client) -> None:
     assert any(h.startswith("x-stainless-") for h in allowed)
 
 
-def test_preflight_from_foreign_origin_is_refused(client: httpx.Client) -> None:
+def test_preflight_from_foreign_origin_is_refused(client: TestClient) -> None:
     response = client.options(
         "/api/embed", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
     )
     assert_forbidden(response)
 
 
-def test_cross_origin_embed_works(client: httpx.Client) -> None:
+def test_cross_origin_embed_works(client: TestClient) -> None:
     origin = "app://obsidian.md"
     response = client.post("/api/embed", json={"model": "tiny", "input": "hello"}, headers={"Origin": origin})
     assert response.status_code == 200, response.text
@@ -165,12 +166,12 @@ def test_cross_origin_embed_works(client: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def my_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def my_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     with serving(tmp_path_factory.mktemp("origins-my-app"), **from_env(OLLAMA_ORIGINS="https://my.app")) as client:
         yield client
 
 
-def test_ollama_origins_adds_an_origin(my_app: httpx.Client) -> None:
+def test_ollama_origins_adds_an_origin(my_app: TestClient) -> None:
     response = get(my_app, Origin="https://my.app")
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://my.app"

@@ -83,7 +83,7 @@ def client(daemon: Daemon) -> httpx.Client:
     return httpx.Client(base_url=daemon.url, timeout=HANG_GUARD)
 
 
-def embed(http: httpx.Client, model: str, texts: list[str] | str, **extra: Any) -> np.ndarray:
+def embed(http: httpx.Client | TestClient, model: str, texts: list[str] | str, **extra: Any) -> np.ndarray:
     """The vectors of one /api/embed request, which must succeed with one vector per text."""
     response = http.post("/api/embed", json={"model": model, "input": texts, **extra})
     assert response.status_code == 200, response.text
@@ -97,7 +97,7 @@ def embed_once(daemon: Daemon, model: str, texts: list[str] | str, **extra: Any)
         return embed(http, model, texts, **extra)
 
 
-def alone(http: httpx.Client, model: str, texts: list[str]) -> dict[str, np.ndarray]:
+def alone(http: httpx.Client | TestClient, model: str, texts: list[str]) -> dict[str, np.ndarray]:
     """Each distinct text's vector from a request of its own, sent while nothing else runs."""
     return {text: embed(http, model, [text])[0] for text in dict.fromkeys(texts)}
 
@@ -150,7 +150,7 @@ def short_reference(limit_tokens: int = 40) -> tuple[list[str], dict[str, np.nda
     return [r["text"] for r in short], {r["text"]: vectors[r["id"]] for r in short}
 
 
-def ps_names(http: httpx.Client) -> list[str]:
+def ps_names(http: httpx.Client | TestClient) -> list[str]:
     response = http.get("/api/ps")
     assert response.status_code == 200, response.text
     return [m["name"] for m in response.json()["models"]]
@@ -160,7 +160,7 @@ def new_log(daemon: Daemon, since: int) -> str:
     return daemon.log()[since:]
 
 
-def metric(http: httpx.Client, name: str) -> float:
+def metric(http: TestClient, name: str) -> float:
     """One unlabelled sample of the app's /metrics."""
     response = http.get("/metrics")
     assert response.status_code == 200

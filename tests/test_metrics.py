@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import re
 
-import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from tests.conftest import InProcess, scrape_text, wait_for
 from tests.conftest import scrape as scrape  # a daemon's /metrics over its socket, for the files that run one
 
 
-def scrape_app(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape_app(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
