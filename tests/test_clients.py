@@ -1,8 +1,10 @@
-"""Real, unchanged client libraries against a real `ovembed serve`: what users actually run.
+"""Real, unchanged client libraries against the daemon's app: what users actually run.
 
 Every test goes through the published client (ollama-python, Chroma, the OpenAI SDK, LangChain, curl) and
 checks the values that come back against the float64 numpy reference of the tiny model, not just that a
-call "worked". LlamaIndex is not installed; its pattern (one `embed` per text, `asyncio.gather` in async
+call "worked". Clients that accept an httpx transport reach the app in process (conftest's AppTransport);
+one or two tests per client, and Chroma's function (which builds its own client), go over a socket to a real
+`ovembed serve`. LlamaIndex is not installed; its pattern (one `embed` per text, `asyncio.gather` in async
 code) is what `test_ollama_async_gather_matches_one_batch` does with ollama's AsyncClient.
 """
 
@@ -27,7 +29,7 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import Daemon
+from tests.conftest import IN_PROCESS_URL, AppTransport, Daemon, InProcess
 from tests.contract import LANGCHAIN_OPTION_KEYS
 from tests.tinymodel import reference_vectors
 
@@ -107,8 +109,9 @@ def list_names(client: ollama.Client) -> list[str | None]:
 
 
 @pytest.fixture(scope="module")
-def client(daemon: Daemon) -> Iterator[ollama.Client]:
-    sync_client = ollama.Client(host=daemon.url, timeout=60)
+def client(app: InProcess) -> Iterator[ollama.Client]:
+    """ollama-python in process: its httpx.Client takes a transport, here one onto the shared app."""
+    sync_client = ollama.Client(host=IN_PROCESS_URL, timeout=60, transport=AppTransport(app.client))
     yield sync_client
     sync_client.close()
 
@@ -323,8 +326,9 @@ def test_ollama_unknown_model_is_404(client: ollama.Client) -> None:
     assert "not found" in caught.value.error
 
 
-def test_ollama_async_gather_matches_one_batch(client: ollama.Client, daemon: Daemon, tiny_dir: Path) -> None:
-    """LlamaIndex's async pattern: one single-text `embed` per text, all at once, read `embeddings[0]`."""
+def test_ollama_async_gather_matches_one_batch(daemon: Daemon, tiny_dir: Path) -> None:
+    """LlamaIndex's async pattern: one single-text `embed` per text, all at once, read `embeddings[0]`; over a
+    socket, with 32 connections at once."""
     words = ["water", "boy", "house", "light", "picture", "animal", "mother", "world"]
     texts = [f"{words[i % 8]} and {words[(i * 3 + 1) % 8]} near the {words[(i * 5 + 2) % 8]} {i}" for i in range(32)]
     assert len(set(texts)) == 32
@@ -339,13 +343,17 @@ def test_ollama_async_gather_matches_one_batch(client: ollama.Client, daemon: Da
     responses = asyncio.run(gather())
     assert all(len(r.embeddings) == 1 for r in responses)
     one_by_one = np.array([r.embeddings[0] for r in responses])
-    batched = np.array(client.embed(model="tiny", input=texts).embeddings)
+    with ollama.Client(host=daemon.url, timeout=60) as client:
+        batched = np.array(client.embed(model="tiny", input=texts).embeddings)
     assert one_by_one.shape == batched.shape == (32, DIM)
     assert_vectors(one_by_one, batched)  # same order, same values
     assert_vectors(one_by_one, unit(reference_vectors(tiny_dir, texts)))
 
 
 # ---------------------------------------------------------------------------------------------- Chroma
+
+
+# Chroma's OllamaEmbeddingFunction builds its own ollama.Client from a URL: over a socket.
 
 
 @pytest.fixture(scope="module")
@@ -403,44 +411,46 @@ def test_chroma_wrong_path_says_404(daemon: Daemon) -> None:
         function(["hello"])
 
 
-def old_style_client(url: str, model: str, texts: list[str]) -> list[list[float]]:
+def old_style_client(url: str, model: str, texts: list[str], transport: httpx.BaseTransport) -> list[list[float]]:
     """Chroma's old httpx OllamaEmbeddingFunction (before c2cd7a1): one POST per text to the full URL,
     `{"model", "prompt"}`, status never checked, only responses with an `embedding` key kept."""
-    with httpx.Client(timeout=60) as session:
+    with httpx.Client(timeout=60, transport=transport) as session:
         responses = [session.post(url, json={"model": model, "prompt": text}).json() for text in texts]
     return [r["embedding"] for r in responses if "embedding" in r]
 
 
-def test_chroma_old_style_client(daemon: Daemon, tiny_variants: dict[str, Path]) -> None:
-    url = daemon.url + "/api/embeddings"
-    vectors = old_style_client(url, "tiny-raw", DOCUMENTS)
+def test_chroma_old_style_client(app: InProcess, tiny_variants: dict[str, Path]) -> None:
+    url, transport = IN_PROCESS_URL + "/api/embeddings", AppTransport(app.client)
+    vectors = old_style_client(url, "tiny-raw", DOCUMENTS, transport)
     assert len(vectors) == len(DOCUMENTS), "one vector per document"
     raw = reference_vectors(tiny_variants["raw"], DOCUMENTS)
     assert_vectors(vectors, raw.astype(np.float64))
     assert np.allclose(vectors, raw, rtol=1e-4, atol=1e-5)  # raw pooled values, not normalized
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=0.05)
     # The old client silently drops failures: an error body must not carry an `embedding` key.
-    assert old_style_client(url, "unknown-model", DOCUMENTS[:2]) == []
+    assert old_style_client(url, "unknown-model", DOCUMENTS[:2], transport) == []
 
 
 # ---------------------------------------------------------------------------------------------- OpenAI SDK
 
 
 @pytest.fixture(scope="module")
-def openai_client(daemon: Daemon) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=daemon.url + "/v1", api_key="ollama", max_retries=0) as sdk:
+def openai_client(app: InProcess) -> Iterator[openai.OpenAI]:
+    """The OpenAI SDK in process: it sends through the httpx.Client it is given, on a transport onto the app."""
+    http = httpx.Client(transport=AppTransport(app.client))
+    with openai.OpenAI(base_url=IN_PROCESS_URL + "/v1", api_key="ollama", max_retries=0, http_client=http) as sdk:
         yield sdk
 
 
-def test_openai_default_is_base64_on_the_wire(daemon: Daemon, tiny_dir: Path, expected: np.ndarray) -> None:
+def test_openai_default_is_base64_on_the_wire(app: InProcess, tiny_dir: Path, expected: np.ndarray) -> None:
     sent: list[dict[str, Any]] = []
 
     def record(request: httpx.Request) -> None:
         if request.url.path.endswith("/embeddings"):
             sent.append(json.loads(request.content))
 
-    with httpx.Client(event_hooks={"request": [record]}) as http:
-        sdk = openai.OpenAI(base_url=daemon.url + "/v1", api_key="ollama", max_retries=0, http_client=http)
+    with httpx.Client(event_hooks={"request": [record]}, transport=AppTransport(app.client)) as http:
+        sdk = openai.OpenAI(base_url=IN_PROCESS_URL + "/v1", api_key="ollama", max_retries=0, http_client=http)
         response = sdk.embeddings.create(model="tiny", input=DOCUMENTS)
     assert len(sent) == 1 and sent[0]["encoding_format"] == "base64", sent
     assert response.model == "tiny"
@@ -451,7 +461,7 @@ def test_openai_default_is_base64_on_the_wire(daemon: Daemon, tiny_dir: Path, ex
     assert response.usage.prompt_tokens == response.usage.total_tokens == total
 
     # The same request by hand: the field really is a base64 string of little-endian float32.
-    raw = httpx.post(daemon.url + "/v1/embeddings", json=sent[0], timeout=60)
+    raw = app.client.post("/v1/embeddings", json=sent[0])
     assert raw.status_code == 200
     data = raw.json()["data"]
     assert all(isinstance(d["embedding"], str) for d in data)
@@ -496,6 +506,7 @@ def test_openai_unknown_model_and_models_list(openai_client: openai.OpenAI) -> N
 
 
 def test_langchain_ollama_embeddings(daemon: Daemon, tiny_dir: Path, expected: np.ndarray) -> None:
+    """Over a socket, sync and async."""
     from langchain_ollama import OllamaEmbeddings
 
     sent: list[dict[str, Any]] = []
@@ -525,14 +536,16 @@ def test_langchain_ollama_embeddings(daemon: Daemon, tiny_dir: Path, expected: n
     assert_vectors([async_query], expected[1:2])
 
 
-def test_langchain_validate_model_on_init(daemon: Daemon, expected: np.ndarray) -> None:
+def test_langchain_validate_model_on_init(app: InProcess, expected: np.ndarray) -> None:
+    """In process: LangChain passes `sync_client_kwargs` to ollama's httpx.Client."""
     from langchain_ollama import OllamaEmbeddings
 
+    kwargs = {"sync_client_kwargs": {"transport": AppTransport(app.client)}}
     for model in ("tiny", "tiny:latest"):
-        checked = OllamaEmbeddings(model=model, base_url=daemon.url, validate_model_on_init=True)
+        checked = OllamaEmbeddings(model=model, base_url=IN_PROCESS_URL, validate_model_on_init=True, **kwargs)
         assert_vectors(checked.embed_documents(DOCUMENTS[:2]), expected[:2])
     with pytest.raises(ValueError, match="not found in Ollama"):
-        OllamaEmbeddings(model="nope", base_url=daemon.url, validate_model_on_init=True)
+        OllamaEmbeddings(model="nope", base_url=IN_PROCESS_URL, validate_model_on_init=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- curl

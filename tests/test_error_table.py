@@ -2,7 +2,8 @@
 
 Starlette's TestClient drives the real app (real OpenVINO, real store, real tokenizers) without a socket,
 so each row of daemon/http/errors.py costs milliseconds. The few rows that need a socket (a client that
-hangs up, a delete racing a load) or a hub are named in SOCKET_ONLY with the test that reaches them.
+hangs up, a signal), a hub or a race of their own (a delete during a load) are named in ELSEWHERE with the
+test that reaches them.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from daemon.config import Settings, parse_host
-from daemon.http.app import create_app
 from daemon.http.errors import RAISED, Err, Reply
 from daemon.metrics import LOAD_SECONDS
-from daemon.startup import Parts
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
+from tests.conftest import serving
 from tests.contract import NATIVE_JSON
 from tests.test_convert import FIXTURES
 from tests.tinymodel import build_faulty_model
@@ -31,18 +30,6 @@ LONG_TEXT = " ".join(["water"] * 200)
 MAX_INPUTS = 64
 MAX_BODY = 1 << 16
 BAD_HOST = "h" * 300 + "/ns/model"
-
-
-def _settings(root: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "listen": parse_host("127.0.0.1:11434"),
-        "models_dir": root / "models",
-        "cache_dir": root / "cache",
-        "precision": "fp32",
-        "hf_endpoint": "http://127.0.0.1:9",  # nothing listens there: the hub is unreachable
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +52,8 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
 
 
 def _client(root: Path, **overrides: Any) -> Iterator[TestClient]:
-    app = create_app(Parts.start(_settings(root, **overrides)))
-    with TestClient(app, base_url="http://127.0.0.1:11434", raise_server_exceptions=False) as client:
+    """The app with the hub unreachable (conftest's NO_HUB); its 500s answered, not raised in the test."""
+    with serving(root, raise_server_exceptions=False, **overrides) as client:
         yield client
 
 
@@ -256,8 +243,8 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "the connection to Hugging Face broke while fetching hf.co/sentence-transformers/all-MiniLM-L6-v2 ",
     ),
 ]
-# Rows that need what an in-process client cannot do, and the tests that reach them over a socket.
-SOCKET_ONLY = {
+# Rows that need a socket, a hub or a race a single request cannot stage, and the tests that reach them.
+ELSEWHERE = {
     "REQUEST_CANCELED": "tests/test_load.py::test_clients_that_hang_up_have_their_texts_dropped",
     "ModelDeleted": "tests/test_api_models.py::test_a_delete_during_a_load_answers_404_and_unloads",
     "PullCancelled": "tests/test_pull.py::test_a_client_that_leaves_cancels_the_pull",
@@ -276,11 +263,11 @@ def _send(client: TestClient, method: str, path: str, body: Any) -> Any:
     return client.request(method, path, content=content, json=None if content is not None else body)
 
 
-def test_every_row_is_reached_here_or_named_with_its_socket_test() -> None:
+def test_every_row_is_reached_here_or_named_with_the_test_that_reaches_it() -> None:
     # QueueFull and NO_RERANKER: the tests of their own below.
     covered = {case[0] for case in CASES} | {"QueueFull", "NO_RERANKER"}
-    assert covered.isdisjoint(SOCKET_ONLY)
-    assert covered | set(SOCKET_ONLY) == every_row()
+    assert covered.isdisjoint(ELSEWHERE)
+    assert covered | set(ELSEWHERE) == every_row()
 
 
 @pytest.mark.parametrize(("row", "method", "path", "body", "status", "text"), CASES, ids=[c[0] for c in CASES])

@@ -15,12 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from daemon.config import Settings, parse_host
-from daemon.http.app import create_app
-from daemon.startup import Parts
-from modelstore.create import create_from_folder
-from modelstore.names import parse_name
-from modelstore.store import ModelStore
+from tests.conftest import serving, store_models
 from tests.test_convert import FIXTURES
 
 JSON = st.recursive(
@@ -80,17 +75,10 @@ ERROR_KEYS = {"/v1/rerank": {"message"}, "/v2/rerank": {"message"}, "/rerank": {
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Iterator[TestClient]:
+    """Nothing listens at the hub's address (conftest's NO_HUB): a pull fails fast, with 502 for the hub."""
     root = tmp_path_factory.mktemp("fuzz")
-    create_from_folder(ModelStore(root / "models"), parse_name("tiny"), tiny_dir)
-    create_from_folder(ModelStore(root / "models"), parse_name("rerank"), FIXTURES / "bert-rerank")
-    config = Settings(
-        listen=parse_host("127.0.0.1:11434"),
-        models_dir=root / "models",
-        cache_dir=root / "cache",
-        precision="fp32",
-        hf_endpoint="http://127.0.0.1:9",  # nothing listens: a pull fails fast, with 502 for the hub
-    )
-    with TestClient(create_app(Parts.start(config)), base_url="http://127.0.0.1:11434") as running:
+    store_models(root, {"tiny": tiny_dir, "rerank": FIXTURES / "bert-rerank"})
+    with serving(root) as running:
         yield running
 
 

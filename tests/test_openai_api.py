@@ -1,5 +1,6 @@
-"""OpenAI-compatible endpoints over raw HTTP (httpx, not the openai package): /v1/embeddings, /v1/models and
-/v1/models/{model}, as Ollama's compatibility layer answers them (../shared/ollama-api.md §1.10, §1.11).
+"""OpenAI-compatible endpoints in process (httpx's API through Starlette's TestClient, not the openai package):
+/v1/embeddings, /v1/models and /v1/models/{model}, as Ollama's compatibility layer answers them
+(../shared/ollama-api.md §1.10, §1.11).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from starlette.testclient import TestClient
 from tokenizers import Tokenizer
 
-from tests.conftest import Daemon, start_daemon, stop_daemon
+from tests.conftest import InProcess, serving
 from tests.tinymodel import reference_vectors
 
 OPENAI_JSON = "application/json"
@@ -24,9 +26,8 @@ LONG = "Unbelievable!!! supercalifragilistic expialidocious, " * 4
 
 
 @pytest.fixture(scope="module")
-def client(daemon: Daemon) -> Iterator[httpx.Client]:
-    with daemon.client() as http:
-        yield http
+def client(app: InProcess) -> TestClient:
+    return app.client
 
 
 def unit(vectors: Any) -> np.ndarray:
@@ -34,7 +35,7 @@ def unit(vectors: Any) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
+def create(client: TestClient, **body: Any) -> dict[str, Any]:
     response = client.post("/v1/embeddings", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == OPENAI_JSON
@@ -70,7 +71,7 @@ def assert_openai_error(response: httpx.Response, status: int, kind: str, messag
 # /v1/embeddings
 
 
-def test_float_embeddings(client: httpx.Client, tiny_dir: Path, tokenizer: Tokenizer) -> None:
+def test_float_embeddings(client: TestClient, tiny_dir: Path, tokenizer: Tokenizer) -> None:
     body = create(client, model="tiny", input=TEXTS)
     assert body["object"] == "list"
     assert body["model"] == "tiny"
@@ -85,17 +86,17 @@ def test_float_embeddings(client: httpx.Client, tiny_dir: Path, tokenizer: Token
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
 
 
-def test_float_embeddings_match_api_embed(client: httpx.Client) -> None:
+def test_float_embeddings_match_api_embed(client: TestClient) -> None:
     openai = vectors_of(create(client, model="tiny-cls", input=TEXTS))
     native = client.post("/api/embed", json={"model": "tiny-cls", "input": TEXTS}).json()["embeddings"]
     np.testing.assert_allclose(openai, native, atol=1e-7)
 
 
-def test_model_is_echoed_as_sent(client: httpx.Client) -> None:
+def test_model_is_echoed_as_sent(client: TestClient) -> None:
     assert create(client, model="TINY:latest", input="x")["model"] == "TINY:latest"
 
 
-def test_string_input_gives_one_embedding(client: httpx.Client) -> None:
+def test_string_input_gives_one_embedding(client: TestClient) -> None:
     body = create(client, model="tiny", input=TEXTS[0])
     assert len(body["data"]) == 1
     assert body["data"][0]["index"] == 0
@@ -103,7 +104,7 @@ def test_string_input_gives_one_embedding(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["base64", "BASE64", "Base64"])
-def test_base64_is_little_endian_float32(client: httpx.Client, fmt: str) -> None:
+def test_base64_is_little_endian_float32(client: TestClient, fmt: str) -> None:
     floats = vectors_of(create(client, model="tiny", input=TEXTS))
     body = create(client, model="tiny", input=TEXTS, encoding_format=fmt)
     assert body["object"] == "list"
@@ -119,7 +120,7 @@ def test_base64_is_little_endian_float32(client: httpx.Client, fmt: str) -> None
 
 
 @pytest.mark.parametrize("fmt", ["float", "FLOAT", "Float", None])
-def test_float_format_in_any_case(client: httpx.Client, fmt: str | None) -> None:
+def test_float_format_in_any_case(client: TestClient, fmt: str | None) -> None:
     body = create(client, model="tiny", input="hi", encoding_format=fmt)
     embedding = body["data"][0]["embedding"]
     assert isinstance(embedding, list)
@@ -127,14 +128,14 @@ def test_float_format_in_any_case(client: httpx.Client, fmt: str | None) -> None
 
 
 @pytest.mark.parametrize("fmt", ["int8", "binary", "floats"])
-def test_bad_encoding_format(client: httpx.Client, fmt: str) -> None:
+def test_bad_encoding_format(client: TestClient, fmt: str) -> None:
     response = client.post("/v1/embeddings", json={"model": "tiny", "input": "hi", "encoding_format": fmt})
     message = f"Invalid value for 'encoding_format' = {fmt}. Supported values: ['float', 'base64']."
     assert_openai_error(response, 400, "invalid_request_error", message)
 
 
 @pytest.mark.parametrize("fmt", ["float", "base64"])
-def test_dimensions(client: httpx.Client, fmt: str) -> None:
+def test_dimensions(client: TestClient, fmt: str) -> None:
     full = vectors_of(create(client, model="tiny", input=TEXTS))
     body = create(client, model="tiny", input=TEXTS, dimensions=5, encoding_format=fmt)
     if fmt == "base64":
@@ -146,12 +147,12 @@ def test_dimensions(client: httpx.Client, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("n", [0, -3, DIMENSION, 1000])
-def test_dimensions_out_of_range_are_ignored(client: httpx.Client, n: int) -> None:
+def test_dimensions_out_of_range_are_ignored(client: TestClient, n: int) -> None:
     body = create(client, model="tiny", input="hi", dimensions=n)
     assert len(body["data"][0]["embedding"]) == DIMENSION
 
 
-def test_empty_string_is_one_embedding(client: httpx.Client, tiny_dir: Path) -> None:
+def test_empty_string_is_one_embedding(client: TestClient, tiny_dir: Path) -> None:
     body = create(client, model="tiny", input="")
     assert len(body["data"]) == 1
     got = vectors_of(body)
@@ -160,36 +161,36 @@ def test_empty_string_is_one_embedding(client: httpx.Client, tiny_dir: Path) -> 
     assert body["usage"]["prompt_tokens"] == 2  # [CLS] [SEP]
 
 
-def test_long_input_is_truncated(client: httpx.Client, tiny_dir: Path) -> None:
+def test_long_input_is_truncated(client: TestClient, tiny_dir: Path) -> None:
     body = create(client, model="tiny", input=[LONG])
     assert float(np.sum(vectors_of(body) * unit(reference_vectors(tiny_dir, [LONG])))) >= 0.99999
     assert body["usage"]["prompt_tokens"] == 32
 
 
-def test_keep_alive_and_options_are_not_read(client: httpx.Client) -> None:
+def test_keep_alive_and_options_are_not_read(client: TestClient) -> None:
     body = create(client, model="tiny", input=LONG, options={"num_ctx": "x"}, keep_alive=True, truncate=False)
     assert body["usage"]["prompt_tokens"] == 32
 
 
 @pytest.mark.parametrize("body", [{}, {"input": None}, {"input": []}])
-def test_missing_or_empty_input(client: httpx.Client, body: dict[str, Any]) -> None:
+def test_missing_or_empty_input(client: TestClient, body: dict[str, Any]) -> None:
     response = client.post("/v1/embeddings", json={"model": "tiny", **body})
     assert_openai_error(response, 400, "invalid_request_error", "invalid input")
 
 
 @pytest.mark.parametrize("value", [[[1, 2]], [1, 2], 5, {"a": "b"}, ["a", 1]])
-def test_token_arrays_and_other_types(client: httpx.Client, value: Any) -> None:
+def test_token_arrays_and_other_types(client: TestClient, value: Any) -> None:
     response = client.post("/v1/embeddings", json={"model": "tiny", "input": value})
     assert_openai_error(response, 400, "invalid_request_error", "invalid input type")
 
 
-def test_unknown_model(client: httpx.Client) -> None:
+def test_unknown_model(client: TestClient) -> None:
     response = client.post("/v1/embeddings", json={"model": "nope-model", "input": "hi"})
     message = assert_openai_error(response, 404, "not_found_error")
     assert 'model "nope-model" not found' in message
 
 
-def test_bad_model_names(client: httpx.Client) -> None:
+def test_bad_model_names(client: TestClient) -> None:
     assert_openai_error(
         client.post("/v1/embeddings", json={"model": "bad name!", "input": "hi"}),
         400,
@@ -199,7 +200,7 @@ def test_bad_model_names(client: httpx.Client) -> None:
     assert_openai_error(client.post("/v1/embeddings", json={"model": "", "input": "hi"}), 404, "not_found_error")
 
 
-def test_bad_bodies_use_the_openai_error_form(client: httpx.Client) -> None:
+def test_bad_bodies_use_the_openai_error_form(client: TestClient) -> None:
     assert_openai_error(client.post("/v1/embeddings", content=b""), 400, "invalid_request_error")
     assert_openai_error(client.post("/v1/embeddings", content=b"{"), 400, "invalid_request_error")
     response = client.post("/v1/embeddings", json={"model": "tiny", "input": "x", "dimensions": "5"})
@@ -209,7 +210,7 @@ def test_bad_bodies_use_the_openai_error_form(client: httpx.Client) -> None:
 # /v1/models
 
 
-def test_models_list(client: httpx.Client) -> None:
+def test_models_list(client: TestClient) -> None:
     response = client.get("/v1/models")
     assert response.status_code == 200
     assert response.headers["content-type"] == OPENAI_JSON
@@ -227,19 +228,15 @@ def test_models_list(client: httpx.Client) -> None:
 
 
 def test_models_list_of_an_empty_store_is_null(tmp_path: Path) -> None:
-    fresh = start_daemon(tmp_path)
-    try:
-        with fresh.client() as http:
-            response = http.get("/v1/models")
-            assert response.status_code == 200
-            assert response.headers["content-type"] == OPENAI_JSON
-            assert response.json() == {"object": "list", "data": None}
-    finally:
-        stop_daemon(fresh)
+    with serving(tmp_path) as http:
+        response = http.get("/v1/models")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == OPENAI_JSON
+        assert response.json() == {"object": "list", "data": None}
 
 
 @pytest.mark.parametrize("model_id", ["tiny", "tiny:latest", "TINY", "library/tiny:latest"])
-def test_retrieve_model_echoes_the_id(client: httpx.Client, model_id: str) -> None:
+def test_retrieve_model_echoes_the_id(client: TestClient, model_id: str) -> None:
     response = client.get(f"/v1/models/{model_id}")
     assert response.status_code == 200
     assert response.headers["content-type"] == OPENAI_JSON
@@ -249,14 +246,14 @@ def test_retrieve_model_echoes_the_id(client: httpx.Client, model_id: str) -> No
 
 
 @pytest.fixture
-def namespaced(client: httpx.Client) -> Iterator[str]:
+def namespaced(client: TestClient) -> Iterator[str]:
     response = client.post("/api/copy", json={"source": "tiny", "destination": "ns/tiny:v1"})
     assert response.status_code == 200, response.text
     yield "ns/tiny:v1"
     client.request("DELETE", "/api/delete", json={"model": "ns/tiny:v1"})
 
 
-def test_namespaced_model(client: httpx.Client, namespaced: str) -> None:
+def test_namespaced_model(client: TestClient, namespaced: str) -> None:
     response = client.get(f"/v1/models/{namespaced}")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -273,7 +270,7 @@ def test_namespaced_model(client: httpx.Client, namespaced: str) -> None:
 
 
 @pytest.mark.parametrize("model_id", ["nope", "nope:latest", "ns/nope:v1", "tiny:cloud", "bad%20name!"])
-def test_retrieve_unknown_model(client: httpx.Client, model_id: str) -> None:
+def test_retrieve_unknown_model(client: TestClient, model_id: str) -> None:
     response = client.get(f"/v1/models/{model_id}")
     message = assert_openai_error(response, 404, "not_found_error")
     assert "not found" in message

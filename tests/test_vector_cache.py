@@ -16,13 +16,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from daemon.config import Settings, parse_host
-from daemon.http.app import create_app
+from daemon.config import Settings
 from daemon.inference.vector_cache import ENTRY_OVERHEAD, KEY_BYTES, VectorCache
-from daemon.startup import Parts
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
+from tests.conftest import serving
 from tests.test_walk import traced
 from tests.tinymodel import build_faulty_model
 
@@ -61,17 +60,10 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny_va
 
 
 @contextlib.contextmanager
-def running(root: Path, **overrides: Any) -> Iterator[tuple[TestClient, Parts]]:
-    """A daemon of its own, so each test starts with an empty cache; fp32 unless told otherwise."""
-    values: dict[str, Any] = {
-        "listen": parse_host("127.0.0.1:11434"),
-        "models_dir": root / "models",
-        "cache_dir": root / "cache",
-        "precision": "fp32",
-    }
-    parts = Parts.start(Settings(**{**values, **overrides}))
-    with TestClient(create_app(parts), base_url="http://127.0.0.1:11434") as client:
-        yield client, parts
+def running(root: Path, **overrides: Any) -> Iterator[TestClient]:
+    """A daemon of its own, so each test starts with an empty cache, of the default size unless told otherwise."""
+    with serving(root, **{"vector_cache_mb": Settings().vector_cache_mb, **overrides}) as client:
+        yield client
 
 
 def counts(client: TestClient) -> dict[str, float]:
@@ -137,12 +129,12 @@ def every_route(client: TestClient) -> dict[str, np.ndarray]:
 
 
 def test_a_cached_vector_is_the_computed_one_bit_for_bit(store_root: Path) -> None:
-    with running(store_root, vector_cache_mb=0) as (off, _):
+    with running(store_root, vector_cache_mb=0) as off:
         computed = every_route(off)
     # Alone and batched agree to the bit in this network, so "the computed vector" is one vector whatever the
     # company a text was computed in; a real network's last bits may differ (the module's docstring says so).
     assert same_bits(computed["batch"], computed["alone"])
-    with running(store_root) as (on, _):
+    with running(store_root) as on:
         half = len(TEXTS) // 2
         with Growth(on) as first:  # raw and alone for the first half, inside a batch for the second
             for text in TEXTS[:half]:
@@ -159,7 +151,7 @@ def test_a_cached_vector_is_the_computed_one_bit_for_bit(store_root: Path) -> No
 
 
 def test_a_request_whose_texts_are_all_cached_never_reaches_the_lane(store_root: Path) -> None:
-    with running(store_root) as (client, _):
+    with running(store_root) as client:
         first, tokens = embed(client, TEXTS[:3])
         with Growth(client) as repeated:
             again, tokens_again = embed(client, TEXTS[:3])
@@ -171,9 +163,9 @@ def test_a_request_whose_texts_are_all_cached_never_reaches_the_lane(store_root:
 def test_a_partly_cached_request_sends_only_its_misses_once_and_answers_in_order(store_root: Path) -> None:
     a, b, c, x, y = TEXTS[:5]
     sent = [x, a, y, c, x, b, x]
-    with running(store_root, vector_cache_mb=0) as (off, _):
+    with running(store_root, vector_cache_mb=0) as off:
         expected, expected_tokens = embed(off, sent)
-    with running(store_root) as (client, _):
+    with running(store_root) as client:
         embed(client, [a, b, c])
         with Growth(client) as mixed:
             got, tokens = embed(client, sent)
@@ -189,7 +181,7 @@ def test_indexing_a_corpus_again_after_a_tenth_changed_sends_a_tenth_to_the_lane
     changed = list(corpus)
     for n in range(0, 200, 10):
         changed[n] = f"document {n}, revised: {TEXTS[(n + 1) % len(TEXTS)][:200]}"
-    with running(store_root) as (client, _):
+    with running(store_root) as client:
         with Growth(client) as indexed:
             before, _ = embed(client, corpus)
         with Growth(client) as reindexed:
@@ -204,7 +196,7 @@ def test_indexing_a_corpus_again_after_a_tenth_changed_sends_a_tenth_to_the_lane
 
 def test_what_changes_the_raw_vector_changes_the_key_and_nothing_else_does(store_root: Path) -> None:
     long, short = TEXTS[5], TEXTS[0]
-    with running(store_root) as (client, _):
+    with running(store_root) as client:
         with Growth(client) as first:
             whole, _ = embed(client, [long, short])
         with Growth(client) as lowered:
@@ -236,11 +228,11 @@ def test_the_key_follows_the_precision_the_model_computes_in(store_root: Path) -
     """A model pinned to fp32 (an fp16 overflow does it at run time; this CPU may not compute in fp16, so the
     engine's own pin is called) finds none of its narrower vectors: it computes again, in fp32."""
     text = TEXTS[3]
-    with running(store_root) as (wide, _):
+    with running(store_root) as wide:
         fp32, _ = embed(wide, [text])
-    with running(store_root, precision="bf16") as (client, parts):
+    with running(store_root, precision="bf16") as client:
         narrow, _ = embed(client, [text])
-        model = parts.runtime.running()[0].lane.model
+        model = client.app.state.runtime.running()[0].lane.model
         if model.precision != "bf16":
             pytest.skip("this CPU does not compute in bf16, so there is no narrower precision to leave")
         assert not same_bits(narrow, fp32)  # else the bits could not tell which precision answered
@@ -255,7 +247,7 @@ def test_the_key_follows_the_precision_the_model_computes_in(store_root: Path) -
 
 
 def test_a_non_finite_vector_is_refused_every_time_and_never_kept(store_root: Path) -> None:
-    with running(store_root) as (client, _), Growth(client) as refused:
+    with running(store_root) as client, Growth(client) as refused:
         for _ in range(2):
             response = client.post("/api/embed", json={"model": "faulty-nan", "input": ["water"]})
             assert response.status_code == 400
@@ -269,33 +261,33 @@ def test_a_deleted_model_created_again_is_not_answered_its_old_vectors(
 ) -> None:
     """Each create gives a model a new digest: the old entries are unreachable, held until they age out."""
     text = TEXTS[1]
-    with running(store_root) as (client, parts):
-        create_from_folder(parts.store, parse_name("swap"), tiny_dir)
+    with running(store_root) as client:
+        create_from_folder(client.app.state.store, parse_name("swap"), tiny_dir)
         old, _ = embed(client, [text], model="swap")
         assert client.request("DELETE", "/api/delete", json={"model": "swap"}).status_code == 200
-        create_from_folder(parts.store, parse_name("swap"), tiny_variants["cls"])
+        create_from_folder(client.app.state.store, parse_name("swap"), tiny_variants["cls"])
         with Growth(client) as recreated:
             new, _ = embed(client, [text], model="swap")
-        with running(store_root, vector_cache_mb=0) as (off, _):
+        with running(store_root, vector_cache_mb=0) as off:
             expected, _ = embed(off, [text], model="swap")
         assert client.request("DELETE", "/api/delete", json={"model": "swap"}).status_code == 200
-        held = len(parts.runtime.cache)
+        held = len(client.app.state.runtime.cache)
     assert recreated.by["misses"] == 1 and recreated.by["lane"] == 1
     assert same_bits(new, expected) and not same_bits(new, old)
     assert held == 2  # both models' vectors, counted in the bound until newer work pushes them out
 
 
 def test_off_sends_every_text_to_the_lane_and_counts_nothing(store_root: Path) -> None:
-    with running(store_root, vector_cache_mb=0) as (client, parts):
+    with running(store_root, vector_cache_mb=0) as client:
         with Growth(client) as off:
             embed(client, [TEXTS[0]] * 3)
             embed(client, [TEXTS[0]] * 3)
-        assert len(parts.runtime.cache) == 0
+        assert len(client.app.state.runtime.cache) == 0
     assert off.by == {"lane": 6, "hits": 0, "misses": 0, "bytes": 0, "entries": 0}
 
 
 def test_a_cached_request_walks_through_the_cache_and_not_the_lane(store_root: Path) -> None:
-    with running(store_root) as (client, _):
+    with running(store_root) as client:
         embed(client, TEXTS[:2])
         walks = traced(client, lambda: embed(client, TEXTS[:2]))
     seen = walks.modules()

@@ -21,13 +21,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from daemon.config import Settings, parse_host
-from daemon.http.app import create_app
-from daemon.startup import Parts
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
-from tests.conftest import REPO
+from tests.conftest import REPO, serving
 from tests.test_convert import FIXTURES
 
 PACKAGES = tuple(str(REPO / package) + "/" for package in ("daemon", "modelstore"))
@@ -117,13 +114,7 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
 def client(store_root: Path) -> Iterator[TestClient]:
     """A daemon of its own per walk: its models loaded, but no batch run yet, so the inference slots start
     their threads while the walk is traced."""
-    settings = Settings(
-        listen=parse_host("127.0.0.1:11434"),
-        models_dir=store_root / "models",
-        cache_dir=store_root / "cache",
-        precision="fp32",
-    )
-    with TestClient(create_app(Parts.start(settings)), base_url="http://127.0.0.1:11434") as running:
+    with serving(store_root) as running:
         # Loaded before tracing: a load compiles on a thread of its own, which is not a request's walk.
         assert running.post("/api/embed", json={"model": "tiny"}).status_code == 200
         assert running.post("/api/rerank", json={"model": "rerank", "documents": []}).status_code == 200
