@@ -6,6 +6,7 @@ built by modelstore.architectures.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,20 @@ def _weights(model: ov.Model) -> tuple[str, int]:
     return precision, count
 
 
+def _name_in_order(model: ov.Model) -> None:
+    """Give each node OpenVINO named by its own counter (`Add_4812`) its place in the graph instead.
+
+    The counter runs across a process, so the same source converted twice in one daemon would be saved with
+    other names, as other bytes under another digest; named by place, one source always makes one IR.
+    """
+    for index, node in enumerate(model.get_ordered_ops()):
+        kind = node.get_type_name()
+        if re.fullmatch(rf"{re.escape(kind)}_\d+", node.get_friendly_name()):
+            node.set_friendly_name(f"{kind}_{index}")
+    if re.fullmatch(r"Model\d+", model.get_friendly_name()):
+        model.set_friendly_name("Model")
+
+
 def convert_network(
     source: Path,
     destination: Path,
@@ -139,6 +154,7 @@ def convert_network(
     output.get_tensor().set_names({OUTPUT_NAME[task]})
     last = output.get_partial_shape()[-1]
     dimension = last.get_length() if last.is_static else None
+    _name_in_order(model)
     ov.save_model(model, destination / IR_FILE, compress_to_fp16=compress)
     # Only a compression at save time changes the weights from those of the model in memory.
     precision, parameters = _weights(core.read_model(destination / IR_FILE) if compress else model)

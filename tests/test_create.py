@@ -22,6 +22,7 @@ from modelstore.names import parse_name
 from modelstore.stconfig import describe_repo
 from modelstore.store import ModelStore
 from tests.conftest import MINILM, OVEMBED, REPO, Daemon, daemon_env, free_port, require_shared
+from tests.test_convert import FIXTURES
 from tests.tinymodel import build_tiny_model, reference_vectors
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -465,3 +466,15 @@ def test_verify_finds_a_changed_byte_that_the_cheap_check_cannot(tmp_path: Path,
     assert "sound:latest: ok" in result.stdout
     assert "changed:latest: damaged, its files do not match its digest" in result.stdout
     assert verify("nothing-here").returncode == 1
+
+
+@pytest.mark.parametrize("fixture", ["bert-mean", "bert-rerank-onnx"])
+def test_one_source_made_twice_in_one_process_is_one_model(tmp_path: Path, fixture: str) -> None:
+    """OpenVINO names unnamed nodes by a counter that runs across the process; the store names them by their
+    place, so the same checkpoint (built) or ONNX (read) created twice, in two stores, holds one digest."""
+    made = [
+        create_from_folder(ModelStore(tmp_path / f"store-{i}"), parse_name("twice"), FIXTURES / fixture)
+        for i in range(2)
+    ]
+    assert made[0].digest == made[1].digest
+    assert (made[0].path / "openvino_model.xml").read_bytes() == (made[1].path / "openvino_model.xml").read_bytes()
