@@ -14,12 +14,11 @@ from daemon.inference.batcher import BatchLimits
 from daemon.inference.embed import Embedder, EmbedOptions
 from daemon.inference.engine import Engine
 from daemon.inference.gate import Gate
+from daemon.inference.pulls import Pulls
 from daemon.inference.rerank import Reranker, RerankOptions
 from daemon.inference.residency import Residency
-from daemon.shared_pulls import SharedPulls
 from modelstore.downloads import kept_downloads, sweep_partials
 from modelstore.names import InvalidName, parse_name
-from modelstore.pull import Puller
 from modelstore.spec import RERANK
 from modelstore.store import ModelRecord, ModelStore
 
@@ -35,7 +34,7 @@ class Services:
     gate: Gate
     embedder: Embedder
     reranker: Reranker
-    pulls: SharedPulls
+    pulls: Pulls
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -67,7 +66,7 @@ class Services:
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         gate = Gate(Admission(settings.max_queue), residency, settings.max_inputs)
         embedder, reranker = Embedder(gate), Reranker(gate)
-        pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
+        pulls = Pulls(store, settings.hf_endpoint, settings.hf_token)
         return cls(settings, store, engine, residency, gate, embedder, reranker, pulls)
 
     async def preload(self) -> None:
