@@ -222,6 +222,8 @@ REPOS = {
     "ovembed-test/offline": "tiny",
     "ovembed-test/broken": "tiny",
     "ovembed-test/filled": "tiny",
+    "ovembed-test/legacy": "ext",
+    "ovembed-test/shared-store": "tiny",
 }
 GATED = "ovembed-test/gated"
 
@@ -1091,6 +1093,54 @@ def test_a_present_model_pulls_quickly_and_other_names_for_it_are_copies(
     copies = [names[f"hf.co/{repo}:{tag}"] for tag in ("latest", "main", commit)]
     assert len({item["digest"] for item in copies}) == 1
     assert_embeds_like(app, f"hf.co/{repo}:main", models.reference[models.ext])
+
+
+def test_a_store_from_the_previous_release_keeps_what_its_pulls_recorded(app: Served, hub: FakeHub) -> None:
+    """Manifests written before provenance was a field kept it in `extra`: /api/show shows it as before, and
+    another name for the same repo and commit is still a copy."""
+    repo = "ovembed-test/legacy"
+    assert pull(app, f"hf.co/{repo}").json() == {"status": "success"}
+    before = show(app, f"hf.co/{repo}")
+    manifest = ModelStore(app.models_dir).layout.manifest(parse_name(f"hf.co/{repo}"))
+    data = json.loads(manifest.read_text())
+    provenance = data.pop("provenance")
+    data["extra"] = {
+        "hf_repo": provenance["repo"],
+        "hf_commit": provenance["commit"],
+        "layers": provenance["layers"],
+    }
+    manifest.write_text(json.dumps(data))
+    assert "provenance" not in manifest.read_text()
+
+    assert show(app, f"hf.co/{repo}") == before
+    assert before["model_info"]["ovembed.hf_repo"] == repo
+    gets = file_gets(hub, repo)
+    assert pull(app, f"hf.co/{repo}:main").json() == {"status": "success"}
+    assert file_gets(hub, repo) == gets
+    assert listed(app)[f"hf.co/{repo}:main"]["digest"] == listed(app)[f"hf.co/{repo}:latest"]["digest"]
+
+
+def test_two_daemons_on_one_store_download_a_model_once(
+    tmp_path: Path, hub_url: str, hub: FakeHub, models: Models
+) -> None:
+    """The download's file lock is where pulls of two processes meet: the second waits, then finds the model."""
+    repo = "ovembed-test/shared-store"
+    network = models.tiny / "onnx" / "model.onnx"
+    hub.slow("onnx/model.onnx", network.stat().st_size / 2)
+    first = start_pull_daemon(tmp_path, hub_url)
+    second = start_pull_daemon(tmp_path, hub_url)
+    try:
+        with over_socket(first) as one, over_socket(second) as two, ThreadPoolExecutor(max_workers=2) as pool:
+            started = pool.submit(stream_pull, one, f"hf.co/{repo}")
+            wait_for(lambda: file_gets(hub, repo)["onnx/model.onnx"] == 1, 10, "the first daemon's download")
+            _, joined = stream_pull(two, f"hf.co/{repo}")
+            _, messages = started.result()
+    finally:
+        stop_daemon(first)
+        stop_daemon(second)
+    assert messages[-1] == joined[-1] == {"status": "success"}
+    assert "converting to OpenVINO IR" not in {m["status"] for m in joined}  # found stored, not converted again
+    assert file_gets(hub, repo) == Counter(list(planned(models.tiny, ("onnx/model.onnx",))))
 
 
 # ---------------------------------------------------------------------------------------------- restarts
