@@ -1,9 +1,11 @@
-"""POST /api/pull end to end: a real `ovembed serve`, the real huggingface_hub inside it, and the fake hub.
+"""POST /api/pull end to end: the real app, the real huggingface_hub inside it, and the fake hub.
 
-The fake hub runs in a thread of this process; each daemon is a subprocess that reaches it over loopback
-(`HF_ENDPOINT`). Every test pulls a repo id of its own, so one module daemon serves most tests without one
-test's download cache or store entries changing another's; tests that need a fresh store or a special
-environment (SIGKILL, a token) start their own. Request counts come from the hub's own log.
+The fake hub runs in a thread of this process and is reached over loopback (`HF_ENDPOINT`). Most tests drive
+the app in this process (`app`, Starlette's TestClient, as tests/test_error_table.py does); those that need a
+process boundary (a client that hangs up, concurrent clients, signals, SIGKILL, the CLI, other languages'
+clients, a token) use a real `ovembed serve` (`daemon`, `socket`) or start their own. Every test pulls a repo id
+of its own, so one store serves many tests without one test's download cache or store entries changing
+another's. Request counts come from the hub's own log.
 """
 
 from __future__ import annotations
