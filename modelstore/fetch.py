@@ -249,6 +249,32 @@ class Fetcher:
             raise NothingToConvert(repo)
         return Route(repo, commit, plan, tuple(files))
 
+    def _download_and_create(self, wanted: Wanted, route: Route, fetch: _Fetch) -> ModelRecord:
+        plan = self._checked(route)
+        self._check_disk(route.repo, plan)
+        folder = self._download(route, plan, fetch)
+        fetch.report(Verifying())
+        self._verify(folder, plan)
+        fetch.report(Converting())
+        provenance = Provenance(wanted.model, tuple(Layer(f.digest, f.size) for f in plan.files))
+        try:
+            record = create_from_folder(
+                self.store,
+                fetch.name(),
+                folder,
+                f"hf.co/{route.repo}@{route.commit[:12]}",
+                fallback=wanted.fallback,
+                provenance=provenance,
+                weights=wanted.model.weights if is_checkpoint(Path(plan.network)) else None,
+                progress=_throttled(lambda done, total: fetch.report(Converting(done, total)), fetch.cancelled),
+            )
+        except DiskFull as exc:
+            raise DiskFilled(str(exc), kept_size(self.store.layout, route.repo)) from exc
+        except CreateError as exc:
+            raise ConversionFailed(route.repo, str(exc)) from exc
+        shutil.rmtree(self.store.layout.repo_download(route.repo), ignore_errors=True)
+        return record
+
     def _checked(self, route: Route) -> DownloadPlan:
         """The route's plan, once a checkpoint's config.json names an architecture ovembed converts and its
         index, if any, has added the shards it names."""
@@ -311,29 +337,3 @@ class Fetcher:
                 path.resolve().unlink(missing_ok=True)
                 path.unlink(missing_ok=True)
                 raise DigestMismatch(remote.path)
-
-    def _download_and_create(self, wanted: Wanted, route: Route, fetch: _Fetch) -> ModelRecord:
-        plan = self._checked(route)
-        self._check_disk(route.repo, plan)
-        folder = self._download(route, plan, fetch)
-        fetch.report(Verifying())
-        self._verify(folder, plan)
-        fetch.report(Converting())
-        provenance = Provenance(wanted.model, tuple(Layer(f.digest, f.size) for f in plan.files))
-        try:
-            record = create_from_folder(
-                self.store,
-                fetch.name(),
-                folder,
-                f"hf.co/{route.repo}@{route.commit[:12]}",
-                fallback=wanted.fallback,
-                provenance=provenance,
-                weights=wanted.model.weights if is_checkpoint(Path(plan.network)) else None,
-                progress=_throttled(lambda done, total: fetch.report(Converting(done, total)), fetch.cancelled),
-            )
-        except DiskFull as exc:
-            raise DiskFilled(str(exc), kept_size(self.store.layout, route.repo)) from exc
-        except CreateError as exc:
-            raise ConversionFailed(route.repo, str(exc)) from exc
-        shutil.rmtree(self.store.layout.repo_download(route.repo), ignore_errors=True)
-        return record
