@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from daemon.config import Settings
 from daemon.inference.batcher import BatchLimits
 from daemon.inference.engine import Engine
+from daemon.inference.pulls import Pulls
 from daemon.inference.residency import Residency
 from daemon.inference.runtime import Runtime
-from daemon.shared_pulls import SharedPulls
 from modelstore.downloads import kept_downloads, sweep_partials
 from modelstore.names import InvalidName, parse_name
-from modelstore.pull import Puller
 from modelstore.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ class Parts:
     settings: Settings
     store: ModelStore
     runtime: Runtime
-    pulls: SharedPulls
+    pulls: Pulls
 
     @classmethod
     def start(cls, settings: Settings) -> Parts:
@@ -65,7 +64,7 @@ class Parts:
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         cache_bytes = settings.vector_cache_mb << 20
         runtime = Runtime(engine, store, residency, settings.max_inputs, settings.max_queue, cache_bytes)
-        pulls = SharedPulls(Puller(store, settings.hf_endpoint, settings.hf_token))
+        pulls = Pulls(store, settings.hf_endpoint, settings.hf_token)
         return cls(settings, store, runtime, pulls)
 
     async def preload(self) -> None:

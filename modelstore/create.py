@@ -10,7 +10,6 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, processors
@@ -22,7 +21,7 @@ from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first
 from modelstore.names import ModelName
 from modelstore.spec import EMBED, RERANK, ModelDescription, ModelSpec
 from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense, within_positions
-from modelstore.store import ModelRecord, ModelStore
+from modelstore.store import ModelRecord, ModelStore, Provenance
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +123,14 @@ def create_from_folder(
     source: str | None = None,
     *,
     fallback: ModelDescription | None = None,
-    extra: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
     weights: str | None = None,
     progress: ReadProgress | None = None,
     task: str | None = None,
 ) -> ModelRecord:
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
 
-    `fallback` fills what the folder's own configs leave open; `extra` is kept in the manifest as is;
+    `fallback` fills what the folder's own configs leave open; `provenance` is kept in the manifest;
     `weights` (fp16, fp32, int8, int4) is the stored weight format, by default as convert_network chooses;
     `progress` follows the conversion of a checkpoint; `task` rerank makes a language model a reranker.
     """
@@ -183,7 +182,7 @@ def create_from_folder(
                 parameter_count=info.parameter_count,
             )
             source = source or str(folder)
-            record = store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", extra)
+            record = store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", provenance)
         except (OSError, RuntimeError) as exc:
             if is_disk_full(exc, store.root):
                 raise DiskFull(disk_full_message("writing the model", store.root, _network_size(network))) from exc

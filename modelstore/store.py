@@ -30,6 +30,60 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
+class HubModel:
+    """One model on the hub: a repo at a commit, in a weight format (None: the converter's default). Two pulls
+    of the same HubModel make the same model, so the second one copies the first."""
+
+    repo: str
+    commit: str
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A file a pull fetched, as the pull stream showed it."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a pulled model came from: the name's own repo and commit (even when a mirror supplied the files),
+    the weight format asked for, and the files fetched, which a pull of the model once stored shows again."""
+
+    model: HubModel
+    layers: tuple[Layer, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Provenance:
+        weights = data.get("weights")
+        return cls(
+            HubModel(str(data["repo"]), str(data["commit"]), None if weights is None else str(weights)),
+            tuple(Layer(str(layer["digest"]), int(layer["size"])) for layer in data.get("layers") or ()),
+        )
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any]) -> Provenance | None:
+        """The manifest's `provenance`, or the `extra` keys the releases before it wrote (hf_repo, hf_commit,
+        weights, layers); None for a model made by `ovembed create`."""
+        if data.get("provenance") is not None:
+            return cls.from_json(data["provenance"])
+        extra = data.get("extra") or {}
+        if "hf_repo" not in extra:
+            return None
+        return cls.from_json({**extra, "repo": extra["hf_repo"], "commit": extra["hf_commit"]})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo": self.model.repo,
+            "commit": self.model.commit,
+            "weights": self.model.weights,
+            "layers": [{"digest": layer.digest, "size": layer.size} for layer in self.layers],
+        }
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """One name's manifest, with the folder it points at."""
 
@@ -40,7 +94,7 @@ class ModelRecord:
     source: str
     spec: ModelSpec
     path: Path
-    extra: dict[str, Any]
+    provenance: Provenance | None = None  # for a pulled model
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any], path: Path) -> ModelRecord:
@@ -53,7 +107,7 @@ class ModelRecord:
             source=str(data.get("source", "")),
             spec=ModelSpec.from_json(data["spec"]),
             path=path,
-            extra=dict(data.get("extra") or {}),
+            provenance=Provenance.from_manifest(data),
         )
 
     def to_manifest(self) -> dict[str, Any]:
@@ -65,7 +119,7 @@ class ModelRecord:
             "modified_at": self.modified_at.isoformat(),
             "source": self.source,
             "spec": self.spec.to_json(),
-            "extra": self.extra,
+            "provenance": None if self.provenance is None else self.provenance.to_json(),
         }
 
 
@@ -208,7 +262,7 @@ class ModelStore:
             shutil.rmtree(folder, ignore_errors=True)
 
     def commit(
-        self, name: ModelName, staged: Path, spec: ModelSpec, source: str, extra: dict[str, Any] | None = None
+        self, name: ModelName, staged: Path, spec: ModelSpec, source: str, provenance: Provenance | None = None
     ) -> ModelRecord:
         """Move a built folder into the blobs by its digest, then point the name at it."""
         digest, size = _folder_digest(staged)
@@ -227,7 +281,7 @@ class ModelStore:
             source=source,
             spec=spec,
             path=blob,
-            extra=extra or {},
+            provenance=provenance,
         )
         self._write_manifest(record)
         return record
@@ -255,7 +309,7 @@ class ModelStore:
             source=source.source,
             spec=source.spec,
             path=source.path,
-            extra=source.extra,
+            provenance=source.provenance,
         )
         self._write_manifest(record)
         return record

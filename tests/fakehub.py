@@ -68,7 +68,7 @@ class _Repo:
 @dataclass
 class _Fault:
     pattern: str
-    kind: str  # "500", "cut" or "slow"
+    kind: str  # "500", "cut", "slow", "missing" or "corrupt"
     value: float = 0
     times: int | None = None  # None: until clear_faults()
 
@@ -118,6 +118,13 @@ async def _read(path: Path, start: int, length: int, bytes_per_second: float | N
             if bytes_per_second is not None:
                 await asyncio.sleep(len(data) / bytes_per_second)
             yield data
+
+
+async def _changed_first_byte(body: AsyncIterator[bytes], at_start: bool) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        if at_start and chunk:
+            chunk, at_start = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
+        yield chunk
 
 
 class _Body(StreamingResponse):
@@ -186,6 +193,15 @@ class FakeHub:
     def cut_after(self, pattern: str, nbytes: int, times: int = 1) -> None:
         """On the next ``times`` GETs of matching files, send full headers, ``nbytes`` of body, then drop."""
         self._add(_Fault(pattern, "cut", nbytes, times))
+
+    def missing(self, pattern: str) -> None:
+        """Answer 404 EntryNotFound to GETs of matching files until ``clear_faults()``, though the tree lists them."""
+        self._add(_Fault(pattern, "missing"))
+
+    def corrupt(self, pattern: str) -> None:
+        """Send matching files with their first byte changed until ``clear_faults()``: the size is right, the
+        hash is not."""
+        self._add(_Fault(pattern, "corrupt"))
 
     def slow(self, pattern: str, bytes_per_second: float) -> None:
         """Throttle GETs of matching files until ``clear_faults()``, so a test can interrupt them."""
@@ -265,7 +281,7 @@ class FakeHub:
             return _error(403, "GatedRepo", "Access to this gated repo is restricted")
         path = request.path_params["path"]
         f = files.get(path)
-        if f is None:
+        if f is None or self._take("missing", path):
             return _error(404, "EntryNotFound", f"{path} does not exist", commit=sha)
         headers = {
             "X-Repo-Commit": sha,
@@ -291,6 +307,8 @@ class FakeHub:
         slow = self._take("slow", path)
         length = end - start if cut is None else min(end - start, int(cut.value))
         body = _read(f.source, start, length, None if slow is None else slow.value)
+        if self._take("corrupt", path):
+            body = _changed_first_byte(body, start == 0)
         return _Body(body, status, headers, complete=length == end - start)
 
 

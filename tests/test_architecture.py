@@ -50,7 +50,6 @@ FORBIDDEN = [
     ("daemon.http", "daemon.cli"),
     ("daemon.config", "daemon.http"),
     ("daemon.config", "daemon.inference"),
-    ("daemon.shared_pulls", "daemon.http"),
     ("daemon.startup", "daemon.http"),
 ]
 # Only the edge speaks HTTP: Starlette and uvicorn appear in daemon/http/ and in the process entry point.

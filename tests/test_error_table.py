@@ -8,7 +8,6 @@ test that reaches them.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from modelstore.store import ModelStore
 from tests.conftest import serving
 from tests.contract import NATIVE_JSON
 from tests.test_convert import FIXTURES
-from tests.tinymodel import build_faulty_model
+from tests.tinymodel import build_faulty_model, build_tiny_model
 
 LONG_TEXT = " ".join(["water"] * 200)
 MAX_INPUTS = 64
@@ -40,14 +39,16 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
     create_from_folder(store, parse_name("tiny"), tiny_dir)
     for fault in ("nan", "fixed-shape"):
         create_from_folder(store, parse_name(f"faulty-{fault}"), build_faulty_model(root / fault, fault))
-    damaged = create_from_folder(store, parse_name("damaged"), shutil.copytree(tiny_dir, root / "damaged"))
+    # A model of its own: a copy of tiny's folder would share tiny's blob, and damage it too.
+    damaged = create_from_folder(store, parse_name("damaged"), build_tiny_model(root / "damaged", seed=7))
     (damaged.path / "openvino_model.xml").write_text("<net>this is not a network</net>")
     unweighted = create_from_folder(
         store, parse_name("unweighted"), build_faulty_model(root / "unweighted", "nan", hidden=4)
     )
     (unweighted.path / "openvino_model.bin").unlink()
-    for name in ("reranker", "reranker-too"):  # two, so TEI's unnamed model is ambiguous
-        create_from_folder(store, parse_name(name), FIXTURES / "bert-rerank")
+    # Two different rerankers, so TEI's unnamed model is ambiguous (copies of one model would count once).
+    for name, fixture in (("reranker", "bert-rerank"), ("reranker-too", "xlm-roberta-rerank")):
+        create_from_folder(store, parse_name(name), FIXTURES / fixture)
     return root
 
 
@@ -227,7 +228,7 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "inference failed: ",  # then OpenVINO's own first line
     ),
     (
-        "PullNotFound",
+        "UnknownName",
         "POST",
         "/api/pull",
         {"model": "no-such-embedder", "stream": False},
@@ -235,7 +236,7 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         "pull model manifest: file does not exist: ovembed does not know no-such-embedder:latest; ",
     ),
     (
-        "HubUnreachable",
+        "ConnectionBroke",
         "POST",
         "/api/pull",
         {"model": "all-minilm", "stream": False},
@@ -248,9 +249,25 @@ ELSEWHERE = {
     "REQUEST_CANCELED": "tests/test_load.py::test_clients_that_hang_up_have_their_texts_dropped",
     "ModelDeleted": "tests/test_api_models.py::test_a_delete_during_a_load_answers_404_and_unloads",
     "PullCancelled": "tests/test_pull.py::test_a_client_that_leaves_cancels_the_pull",
-    "PullError": "tests/test_pull.py::test_a_hub_500_fails_the_pull_and_the_retry_fetches_only_the_rest",
+    "HubRefused": "tests/test_pull.py::test_a_hub_500_fails_the_pull_and_the_retry_fetches_only_the_rest",
     "ClientDisconnect": "tests/test_api_embed.py::test_a_client_that_hangs_up_mid_body_is_one_quiet_499",
-    "PullUnsupported": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
+    "NothingToConvert": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
+    "RepoNotFound": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
+    "RevisionNotFound": "tests/test_pull.py::test_pulls_that_cannot_succeed_fail_at_once",
+    "RepoGated": "tests/test_pull.py::test_gated_repo_needs_a_token",
+    "ArchitectureUnsupported": "tests/test_pull.py::test_what_is_not_converted_is_refused_on_its_config_alone",
+    "ConversionFailed": "tests/test_pull.py::test_a_network_that_does_not_convert_fails_the_pull",
+    "DiskTooSmall": "tests/test_pull.py::"
+    "test_a_disk_too_small_for_the_model_fails_at_once_and_the_retry_after_freeing_succeeds",
+    "DiskFilled": "tests/test_pull.py::test_a_disk_that_fills_during_the_download_fails_the_pull_and_says_what_it_kept",
+    "ShardsMissing": "tests/test_pull.py::"
+    "test_a_checkpoint_index_that_does_not_read_or_names_missing_shards_is_refused",
+    "IndexDamaged": "tests/test_pull.py::test_a_checkpoint_index_that_does_not_read_or_names_missing_shards_is_refused",
+    "FileNotFound": "tests/test_pull.py::test_a_file_the_hub_lists_but_will_not_give_fails_the_pull",
+    "DigestMismatch": "tests/test_pull.py::"
+    "test_a_download_that_does_not_match_the_hubs_hash_is_removed_and_fails_the_pull",
+    "HubOffline": "tests/test_pull.py::test_offline_mode_refuses_a_pull_it_cannot_serve_from_the_store",
+    "PullFailed": "tests/test_pull.py::test_a_pull_that_breaks_unexpectedly_says_so_and_the_next_one_succeeds",
     "ShuttingDown": "tests/test_pull.py::test_sigterm_answers_requests_in_flight_ends_the_pull_and_exits_0",
     "Stopping": "tests/test_load.py::"
     "test_requests_still_running_at_the_shutdown_bound_are_answered_503_and_the_daemon_exits_0",

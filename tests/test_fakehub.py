@@ -123,6 +123,25 @@ def test_missing_file_raises_entry_not_found(url: str, tmp_path: Path):
         hf_hub_download(REPO, "nope.json", endpoint=url, cache_dir=tmp_path)
 
 
+def test_a_missing_fault_hides_a_listed_file_until_cleared(hub: FakeHub, url: str, folder: Path, tmp_path: Path):
+    hub.missing("config.json")
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, "config.json", endpoint=url, cache_dir=tmp_path)
+    hub.clear_faults()
+    got = Path(hf_hub_download(REPO, "config.json", endpoint=url, cache_dir=tmp_path))
+    assert got.read_bytes() == (folder / "config.json").read_bytes()
+
+
+@pytest.mark.parametrize("path", ["config.json", "model.bin"])
+def test_a_corrupt_fault_changes_the_first_byte_and_keeps_the_size(
+    hub: FakeHub, url: str, folder: Path, tmp_path: Path, path: str
+):
+    hub.corrupt(path)
+    got = Path(hf_hub_download(REPO, path, endpoint=url, cache_dir=tmp_path)).read_bytes()
+    want = (folder / path).read_bytes()
+    assert len(got) == len(want) and got[0] == want[0] ^ 0xFF and got[1:] == want[1:]
+
+
 def test_gated_repo_needs_the_token(hub: FakeHub, url: str, folder: Path, tmp_path: Path):
     with pytest.raises(GatedRepoError):
         snapshot_download(GATED, endpoint=url, cache_dir=tmp_path, token=False)

@@ -8,7 +8,10 @@ itself; exceptions from inference and the store are mapped once, here, by class.
 
 from __future__ import annotations
 
+import string
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -27,8 +30,27 @@ from daemon.inference.errors import (
     TooManyInputs,
     WrongTask,
 )
-from daemon.shared_pulls import ShuttingDown
-from modelstore.pull import HubUnreachable, PullCancelled, PullError, PullNotFound, PullUnsupported
+from daemon.inference.pulls import PullFailed, ShuttingDown
+from modelstore.pull_errors import (
+    ArchitectureUnsupported,
+    ConnectionBroke,
+    ConversionFailed,
+    DigestMismatch,
+    DiskFilled,
+    DiskTooSmall,
+    FileNotFound,
+    HubOffline,
+    HubRefused,
+    IndexDamaged,
+    NothingToConvert,
+    PullCancelled,
+    RepoGated,
+    RepoNotFound,
+    RevisionNotFound,
+    ShardsMissing,
+    UnknownName,
+)
+from modelstore.sizes import human_bytes
 
 
 class ApiError(Exception):
@@ -85,8 +107,27 @@ class Err:
     )
 
 
-# Exceptions raised below the edge, each mapped once; fields come from the exception's attributes, and
-# `{message}` is its own text. Looked up along the class's MRO, so a subclass row wins over its base.
+_MISSING = "pull model manifest: file does not exist: "  # Ollama's words for a pull of what the registry lacks
+
+
+def _kept(exc: Any) -> str:
+    """What a failed pull left for the next one, and how to be rid of it."""
+    if not exc.kept_bytes:
+        return "pull again to retry"
+    kept = f"the {human_bytes(exc.kept_bytes)} downloaded so far are kept"
+    return f"pull again to resume: {kept} (`ovembed pull --prune` removes them)"
+
+
+# Words a template names whose wording depends on an exception's fields rather than copying one.
+PHRASES: dict[str, Callable[[Any], str]] = {
+    "target": lambda exc: f"{exc.file} from hf.co/{exc.repo}" if exc.file else f"hf.co/{exc.repo}",
+    "answer": lambda exc: "an error" if exc.status is None else str(exc.status),
+    "kept": _kept,
+}
+
+
+# Exceptions raised below the edge, each mapped once; fields come from the exception's attributes and from
+# PHRASES. Looked up along the class's MRO, so a subclass row wins over its base.
 RAISED: dict[type[Exception], Reply] = {
     QueueFull: Reply(503, "server busy, please try again.  maximum pending requests exceeded"),
     WrongTask: Reply(400, '"{name}" does not support {task}'),
@@ -107,12 +148,41 @@ RAISED: dict[type[Exception], Reply] = {
         "or remove it with `ovembed rm {name}`",
     ),
     InferenceFailed: Reply(500, "inference failed: {reason}"),
-    # Ollama answers a failed non-streamed pull with the error's own status.
-    PullNotFound: Reply(404, "{message}"),
-    PullUnsupported: Reply(400, "{message}"),
-    HubUnreachable: Reply(502, "{message}"),
-    ShuttingDown: Reply(503, "{message}"),
-    PullError: Reply(500, "{message}"),
+    # Ollama answers a failed non-streamed pull with the error's own status: 404 for what does not exist,
+    UnknownName: Reply(
+        404,
+        _MISSING + "ovembed does not know {name}; pull an Ollama embedding model (all-minilm, nomic-embed-text, "
+        "mxbai-embed-large, bge-m3, ...) or any sentence-transformers repo as hf.co/ORG/REPO",
+    ),
+    RepoNotFound: Reply(404, _MISSING + "no repository hf.co/{repo}"),
+    RevisionNotFound: Reply(404, _MISSING + "hf.co/{repo} has no revision {revision!r}"),
+    RepoGated: Reply(
+        404, "hf.co/{repo} is gated: accept its terms on Hugging Face, then give the daemon an access token in HF_TOKEN"
+    ),
+    FileNotFound: Reply(404, "hf.co/{repo} has no file {file!r} at {commit:.12}"),
+    ShardsMissing: Reply(404, "hf.co/{repo}: {index} names shards the repo does not have"),
+    # 400 for what ovembed does not convert,
+    NothingToConvert: Reply(
+        400,
+        "hf.co/{repo} has no OpenVINO IR (openvino/openvino_model.xml), no ONNX export (onnx/model.onnx) and no "
+        "safetensors checkpoint (model.safetensors), which are what ovembed converts without PyTorch. Export one "
+        "elsewhere with `optimum-cli export openvino --task feature-extraction -m {repo} DIR`, then run "
+        "`ovembed create NAME --from DIR`",
+    ),
+    ArchitectureUnsupported: Reply(400, "hf.co/{repo} has only a safetensors checkpoint, and {reason}"),
+    IndexDamaged: Reply(400, "hf.co/{repo} has a damaged {index}: {reason}"),
+    # 502 when the hub cannot be asked, 503 when the daemon stops, and 500 for the rest.
+    HubOffline: Reply(502, "the daemon runs with HF_HUB_OFFLINE set, so it cannot download models"),
+    ConnectionBroke: Reply(502, "the connection to Hugging Face broke while fetching {target} ({reason}); {kept}"),
+    ShuttingDown: Reply(
+        503, "ovembed is shutting down; the files downloaded so far are kept, and pulling again resumes"
+    ),
+    HubRefused: Reply(500, "Hugging Face answered {answer} for {target}; try the pull again later"),
+    DigestMismatch: Reply(500, "digest mismatch for {file}: the download was corrupted; pull again"),
+    ConversionFailed: Reply(500, "hf.co/{repo} downloaded but could not be converted: {reason}"),
+    DiskTooSmall: Reply(500, "{disk}"),  # ovembed's own sentence, said where the space ran out (diskspace.py)
+    DiskFilled: Reply(500, "{disk} ({kept})"),
+    PullFailed: Reply(500, "pull failed: {reason}"),
     PullCancelled: Reply(499, "pull canceled"),
     # The client hung up while sending its body; nobody reads the answer.
     ClientDisconnect: Reply(499, "request canceled"),
@@ -126,7 +196,8 @@ def as_api_error(exc: Exception) -> ApiError:
     for cls in type(exc).__mro__:
         reply = RAISED.get(cls)
         if reply is not None:
-            return reply(message=str(exc), **vars(exc))
+            named = {field for _, field, _, _ in string.Formatter().parse(reply.template) if field}
+            return reply(**vars(exc), **{name: PHRASES[name](exc) for name in named & set(PHRASES)})
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}")
 
 

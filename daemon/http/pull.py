@@ -16,50 +16,56 @@ from daemon.http.lookup import name_field, parse_model
 from daemon.http.request import read_fields
 from daemon.http.responses import OllamaJSON
 from daemon.http.state import pulls_of
-from daemon.shared_pulls import PullOutcome
-from modelstore.names import ModelName
+from modelstore.pull_events import Converting, Done, FileProgress, PullEvent, Resolving, Verifying, Writing
+
+_CONVERTING = "converting to OpenVINO IR"  # ovembed's own step; Ollama's pull has none
+_STEPS: dict[type[PullEvent], str] = {
+    Resolving: "pulling manifest",
+    Verifying: "verifying sha256 digest",
+    Converting: _CONVERTING,
+    Writing: "writing manifest",
+    Done: "success",
+}
 
 
-async def _messages(request: Request, name: ModelName) -> AsyncIterator[dict[str, Any] | PullOutcome]:
-    async with pulls_of(request).follow(name) as queue:
-        while True:
-            message = await queue.get()
-            yield message
-            if isinstance(message, PullOutcome):
-                return
+def progress_object(event: PullEvent) -> dict[str, Any]:
+    """Ollama's progress object for an event: a file is a layer, shown by the first 12 hex digits of its
+    digest; absent fields are left out, as Go's omitempty does."""
+    if isinstance(event, FileProgress):
+        status = f"pulling {event.digest.split(':')[-1][:12]}"
+        return {"status": status, "digest": event.digest, "total": event.size, "completed": event.completed}
+    if isinstance(event, Converting) and event.total is not None:
+        return {"status": _CONVERTING, "total": event.total, "completed": event.done}
+    return {"status": _STEPS[type(event)]}
 
 
-async def _ndjson(messages: AsyncIterator[dict[str, Any] | PullOutcome]) -> AsyncIterator[bytes]:
+async def _ndjson(events: AsyncIterator[PullEvent]) -> AsyncIterator[bytes]:
     """One JSON object per line; an error after the stream began is a final `{"error": ...}` line."""
-    async for message in messages:
-        if isinstance(message, PullOutcome):
-            if message.error is not None:
-                yield orjson.dumps({"error": as_api_error(message.error).message}) + b"\n"
-            return
-        yield orjson.dumps(message) + b"\n"
+    try:
+        async for event in events:
+            yield orjson.dumps(progress_object(event)) + b"\n"
+    except Exception as exc:
+        yield orjson.dumps({"error": as_api_error(exc).message}) + b"\n"
 
 
-async def _last(messages: AsyncIterator[dict[str, Any] | PullOutcome]) -> Response:
+async def _last(events: AsyncIterator[PullEvent]) -> Response:
     """The final status object; a failed pull answers with its error's own status, as Ollama does."""
-    last: dict[str, Any] = {}
-    async for message in messages:
-        if isinstance(message, PullOutcome):
-            if message.error is not None:
-                raise message.error
-            return OllamaJSON(last)
-        last = message
-    raise Err.REQUEST_CANCELED()
+    last: PullEvent | None = None
+    async for event in events:
+        last = event
+    assert last is not None  # a pull that ends without raising has reported Done
+    return OllamaJSON(progress_object(last))
 
 
 async def pull(request: Request) -> Response:
     fields = await read_fields(request, "PullRequest")
     name = parse_model(name_field(fields), empty=Err.INVALID_MODEL_NAME, invalid=Err.INVALID_MODEL_NAME)
     stream = fields.boolean("stream")
-    messages = _messages(request, name)
+    events = pulls_of(request).follow(name)
     if stream is not False:
-        return StreamingResponse(_ndjson(messages), media_type="application/x-ndjson")
+        return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
     # Without a stream the client only waits; leaving early must still release the pull.
-    return await unless_disconnected(request, _last(messages))
+    return await unless_disconnected(request, _last(events))
 
 
 ROUTES = [Route("/api/pull", pull, methods=["POST"])]

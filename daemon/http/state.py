@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from daemon.config import Settings
+from daemon.inference.pulls import Pulls
 from daemon.inference.runtime import Runtime
-from daemon.shared_pulls import SharedPulls
 from modelstore.store import ModelStore
 
 
@@ -20,7 +20,7 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def pulls_of(request: Request) -> SharedPulls:
+def pulls_of(request: Request) -> Pulls:
     return request.app.state.pulls
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from daemon.inference.residency import Resident
 from modelstore.spec import EMBED, RERANK
-from modelstore.store import ModelRecord
+from modelstore.store import ModelRecord, Provenance
 
 # Ollama's GGUF pooling_type enum (ml/nn/pooling): the number clients see in model_info.
 _POOLING_TYPE = {"mean": 1, "cls": 2, "lasttoken": 3}
@@ -71,8 +71,22 @@ def model_info(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
     }
     for kind, prompt in sorted(spec.prompts.items()):
         info[f"ovembed.prompt.{kind}"] = prompt
-    for key, value in sorted(record.extra.items()):
-        info[f"ovembed.{key}"] = value
+    if record.provenance is not None:
+        info.update(_pulled_from(record.provenance))
+    return info
+
+
+def _pulled_from(provenance: Provenance) -> dict[str, Any]:
+    """A pulled model's repo, commit and files, under the keys /api/show has always given them; the weight
+    format asked of the catalog, when it asked one, stands in for the stored one."""
+    model = provenance.model
+    info: dict[str, Any] = {
+        "ovembed.hf_commit": model.commit,
+        "ovembed.hf_repo": model.repo,
+        "ovembed.layers": [{"digest": layer.digest, "size": layer.size} for layer in provenance.layers],
+    }
+    if model.weights:
+        info["ovembed.weights"] = model.weights
     return info
 
 
