@@ -17,6 +17,7 @@ from daemon.inference.engine import Engine
 from daemon.inference.pulls import Pulls
 from daemon.inference.residency import Residency
 from daemon.inference.runtime import Runtime
+from daemon.inference.shutdown import Shutdown
 from modelstore.downloads import kept_downloads, sweep_partials
 from modelstore.names import InvalidName, parse_name
 from modelstore.store import ModelStore
@@ -26,12 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Parts:
-    """What a running daemon is made of: its settings, its store, its runtime and its pulls in flight."""
+    """What a running daemon is made of: its settings, its store, its runtime, its pulls in flight, and the one
+    record of its stopping that the last two read."""
 
     settings: Settings
     store: ModelStore
     runtime: Runtime
     pulls: Pulls
+    shutdown: Shutdown
 
     @classmethod
     def start(cls, settings: Settings) -> Parts:
@@ -63,9 +66,12 @@ class Parts:
         limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         cache_bytes = settings.vector_cache_mb << 20
-        runtime = Runtime(engine, store, residency, settings.max_inputs, settings.max_queue, cache_bytes)
-        pulls = Pulls(store, settings.hf_endpoint, settings.hf_token)
-        return cls(settings, store, runtime, pulls)
+        shutdown = Shutdown()
+        runtime = Runtime(
+            engine, store, residency, settings.max_inputs, settings.max_queue, cache_bytes, shutdown=shutdown
+        )
+        pulls = Pulls(store, settings.hf_endpoint, settings.hf_token, shutdown)
+        return cls(settings, store, runtime, pulls, shutdown)
 
     async def preload(self) -> None:
         """OVEMBED_PRELOAD's models, loaded one after another and kept; a name that fails is logged, not fatal."""
@@ -86,7 +92,7 @@ class Parts:
     def begin_stop(self) -> None:
         """The first signal: pulls end now, and embeddings and reranks still running after
         OVEMBED_SHUTDOWN_TIMEOUT end with Stopping, so each is answered rather than cut off."""
-        self.pulls.stop()
+        self.shutdown.begun = True
         asyncio.get_running_loop().call_later(self.settings.shutdown_timeout, self.runtime.end_running)
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from daemon.inference.shutdown import Shutdown
 from daemon.metrics import PULL_BYTES
 from modelstore.names import ModelName
 from modelstore.pull import Puller
@@ -95,20 +96,16 @@ def _offer(queue: asyncio.Queue[PullEvent | _Ended], event: PullEvent) -> None:
 class Pulls:
     """Every pull the daemon's clients follow."""
 
-    def __init__(self, store: ModelStore, endpoint: str | None, token: str | None) -> None:
+    def __init__(self, store: ModelStore, endpoint: str | None, token: str | None, shutdown: Shutdown) -> None:
         self.puller = Puller(store, endpoint, token, observe=_pulled_bytes_counter)
-        self._stopping = False
+        # Once it has begun, every pull ends (each reads it within a fraction of a second) and none starts.
+        self.shutdown = shutdown
         self._running: set[asyncio.Task[None]] = set()
-
-    def stop(self) -> None:
-        """The daemon is shutting down: end every pull now and start none. Safe from a signal handler: it only
-        sets a flag, which each pull reads within a fraction of a second."""
-        self._stopping = True
 
     async def follow(self, name: ModelName) -> AsyncIterator[PullEvent]:
         """The events of a pull of `name` as they come, then its error raised if it failed. Leaving early (the
         client hung up) cancels this pull; the fetch it follows stops when no pull follows it any more."""
-        if self._stopping:
+        if self.shutdown.begun:
             raise ShuttingDown()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[PullEvent | _Ended] = asyncio.Queue()
@@ -119,7 +116,7 @@ class Pulls:
                 loop.call_soon_threadsafe(_offer, queue, event)
 
         def cancelled() -> bool:
-            return left.is_set() or self._stopping
+            return left.is_set() or self.shutdown.begun
 
         task = asyncio.create_task(self._run(name, report, cancelled, queue))
         self._running.add(task)
@@ -144,7 +141,7 @@ class Pulls:
             await _on_daemon_thread(lambda: self.puller.pull(name, report, cancelled))
             ended = _Ended()
         except PullCancelled as exc:
-            ended = _Ended(ShuttingDown() if self._stopping else exc)
+            ended = _Ended(ShuttingDown() if self.shutdown.begun else exc)
         except PullError as exc:
             ended = _Ended(exc)
         except Exception as exc:  # a bug must end the pull with a message, never hang its client
@@ -155,7 +152,7 @@ class Pulls:
     async def close(self) -> None:
         """End every pull; wait a little for each to wind down, then leave it (the store stays consistent, as it
         does when the process is killed)."""
-        self.stop()
+        self.shutdown.begun = True
         if self._running:
             _, pending = await asyncio.wait(set(self._running), timeout=_CLOSE_SECONDS)
             for task in pending:

@@ -21,6 +21,7 @@ from daemon.inference.engine import Engine
 from daemon.inference.errors import QueueFull, Stopping, TooManyInputs, WrongTask
 from daemon.inference.rerank import Reranked, RerankOptions, rank
 from daemon.inference.residency import Residency, Resident
+from daemon.inference.shutdown import Shutdown
 from daemon.inference.vector_cache import VectorCache
 from daemon.metrics import EMBEDDED_TEXTS, EMBEDDED_TOKENS, RERANKED_PAIRS, RERANKED_TOKENS, WAITING_REQUESTS
 from modelstore.spec import EMBED, RERANK
@@ -46,6 +47,7 @@ class Runtime:
         max_inputs: int,
         max_queue: int,
         cache_bytes: int = 0,
+        shutdown: Shutdown | None = None,
     ):
         self.engine = engine
         self.store = store
@@ -56,7 +58,7 @@ class Runtime:
         self._waiting = 0
         self._running: set[asyncio.Task[object]] = set()
         self._ended: set[asyncio.Task[object]] = set()  # running when the bound passed: answered Stopping
-        self._stopping = False
+        self.shutdown = shutdown or Shutdown()
 
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         """Vectors for `texts`; an empty list only loads the model, Ollama's preload idiom.
@@ -112,7 +114,7 @@ class Runtime:
     ) -> AsyncIterator[tuple[Lane, float]]:
         """The model's lane for `count` inputs and the seconds spent loading it, while the request holds its
         place in the queue. Raises Stopping, TooManyInputs, QueueFull, and what loading raises."""
-        if self._stopping:  # a request that reached here after the bound (its body was still arriving)
+        if self.shutdown.bound_passed:  # a request that reached here after the bound (its body was still arriving)
             raise Stopping(_STOPPED)
         if count > self.max_inputs:
             raise TooManyInputs(count, self.max_inputs)
@@ -139,7 +141,7 @@ class Runtime:
 
     def end_running(self) -> None:
         """The shutdown bound has passed: end every request still running, and refuse any that comes after."""
-        self._stopping = True
+        self.shutdown.bound_passed = True
         for task in self._running:
             self._ended.add(task)
             task.cancel()
