@@ -5,8 +5,8 @@ Every Python call made while the real app serves one request (in process, real O
 thread; at each call into the project the stack of project modules above it is read, outermost first. A
 module that appears, gives way to another, and appears again on one stack is a corridor that doubles back
 (`a -> b -> a`): that fails here, naming the stack. The one way back up that is by design is a callback the
-layer above hands down: ASGI middlewares see the answer by wrapping `send`, so whatever answers calls up
-through them (CALLBACKS).
+layer above hands down (CALLBACKS): ASGI middlewares see the answer by wrapping `send`, and a pull's store
+reports its events and asks whether to go on through functions the daemon gave it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
 from tests.conftest import REPO, serving
+from tests.fakehub import FakeHub, running_hub
 from tests.test_convert import FIXTURES
 
 PACKAGES = tuple(str(REPO / package) + "/" for package in ("daemon", "modelstore"))
@@ -32,6 +33,12 @@ PACKAGES = tuple(str(REPO / package) + "/" for package in ("daemon", "modelstore
 CALLBACKS = {
     ("daemon.http.observe", "observed"),  # the status and the last byte, for /metrics and the access line
     ("daemon.http.guard", "send_with_cors"),  # CORS headers on every answer
+    # A pull's typed events and cancel checks, handed from the daemon to the store, and by a fetch to the hub.
+    ("daemon.inference.pulls", "report"),
+    ("daemon.inference.pulls", "cancelled"),
+    ("daemon.inference.pulls", "count"),
+    ("daemon.inference.pulls", "_pulled_bytes_counter"),
+    ("modelstore.fetch", "<lambda>"),
 }
 
 
@@ -140,5 +147,21 @@ def test_a_request_enters_no_module_twice(client: TestClient, walk: str) -> None
     expected = {"daemon.inference.runtime", "daemon.inference.batcher", "daemon.inference.engine"}
     if walk == "an error from below":  # raised by the runtime, answered by the one handler
         expected = {"daemon.inference.runtime", "daemon.http.errors"}
+    assert expected <= seen, " ".join(sorted(seen))
+    assert not walks.doubled_back(), "\n".join(walks.doubled_back())
+
+
+def test_a_pull_enters_no_module_twice(tmp_path: Path, tiny_dir: Path) -> None:
+    """A pull from the fake hub, from the route through the puller, the fetch, the download and create, and
+    back as Ollama's answer: traced on every thread it starts."""
+    hub = FakeHub()
+    hub.add_repo("ovembed-test/walk", tiny_dir)
+    with running_hub(hub) as url, serving(tmp_path, hf_endpoint=url) as client:
+        answers: list[Any] = []
+        body = {"model": "hf.co/ovembed-test/walk", "stream": False}
+        walks = traced(client, lambda: answers.append(client.post("/api/pull", json=body).json()))
+    assert answers == [{"status": "success"}]
+    seen = walks.modules()
+    expected = {"daemon.inference.pulls", "modelstore.pull", "modelstore.fetch", "modelstore.hub", "modelstore.create"}
     assert expected <= seen, " ".join(sorted(seen))
     assert not walks.doubled_back(), "\n".join(walks.doubled_back())

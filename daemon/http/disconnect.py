@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+import contextlib
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
 from daemon.http.errors import Err
 
-T = TypeVar("T")
 
+@contextlib.asynccontextmanager
+async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
+    """The work awaited inside is cancelled when the client disconnects, so its queued texts are dropped.
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it when the client disconnects so its queued texts are dropped.
-
-    `work` runs in the handler's own task; only the watcher is a task of its own, which cancels the handler
-    on a disconnect (one task per request, not two). The 499 that follows is never read; it only ends the
-    handler the way Ollama's does.
+    The work runs in the handler's own task, called by the route itself; only the watcher is a task of its own,
+    which cancels the handler on a disconnect (one task per request, not two). The 499 that follows is never
+    read; it only ends the handler the way Ollama's does.
     """
     handler = asyncio.current_task()
     assert handler is not None
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request, handler))
     try:
-        return await work
+        yield
     except asyncio.CancelledError:
         if not (watcher.done() and not watcher.cancelled()):
             raise  # cancelled from elsewhere (shutdown): not ours to turn into an answer

@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from daemon.http import views
-from daemon.http.disconnect import unless_disconnected
+from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err
 from daemon.http.lookup import find_record, installed, name_field, parse_embed_model, parse_model
 from daemon.http.request import Fields, check_options, read_fields
@@ -51,7 +51,8 @@ async def embed(request: Request) -> Response:
     texts = embed_inputs(fields.raw("input"))
     record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
     asked = EmbedOptions(keep_alive, truncate is not False, check_options(options).get("num_ctx", 0), dimensions)
-    result = await unless_disconnected(request, runtime_of(request).embed(record, texts, asked))
+    async with cancelled_on_disconnect(request):
+        result = await runtime_of(request).embed(record, texts, asked)
     note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"model": model_text, "embeddings": []})
@@ -74,7 +75,8 @@ async def embeddings(request: Request) -> Response:
     record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
     texts = [prompt] if prompt else []
     asked = EmbedOptions(keep_alive, truncate=True, num_ctx=options.get("num_ctx", 0), normalize=False)
-    result = await unless_disconnected(request, runtime_of(request).embed(record, texts, asked))
+    async with cancelled_on_disconnect(request):
+        result = await runtime_of(request).embed(record, texts, asked)
     note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"embedding": []})

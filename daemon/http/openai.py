@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from daemon.http import views
-from daemon.http.disconnect import unless_disconnected
+from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err
 from daemon.http.lookup import find_record, installed, parse_embed_model
 from daemon.http.request import read_fields
@@ -54,8 +54,8 @@ async def embeddings(request: Request) -> Response:
         raise Err.BAD_ENCODING_FORMAT(value=encoding)
     texts = _inputs(fields.raw("input"))
     record = installed(store_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
-    work = runtime_of(request).embed(record, texts, EmbedOptions(dimensions=dimensions))
-    result = await unless_disconnected(request, work)
+    async with cancelled_on_disconnect(request):
+        result = await runtime_of(request).embed(record, texts, EmbedOptions(dimensions=dimensions))
     note_work(request, len(texts), result.token_count)
     as_base64 = encoding.lower() == "base64"
     data = [

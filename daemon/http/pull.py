@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from daemon.http.disconnect import unless_disconnected
+from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err, as_api_error
 from daemon.http.lookup import name_field, parse_model
 from daemon.http.request import read_fields
@@ -65,7 +65,8 @@ async def pull(request: Request) -> Response:
     if stream is not False:
         return StreamingResponse(_ndjson(events), media_type="application/x-ndjson")
     # Without a stream the client only waits; leaving early must still release the pull.
-    return await unless_disconnected(request, _last(events))
+    async with cancelled_on_disconnect(request):
+        return await _last(events)
 
 
 ROUTES = [Route("/api/pull", pull, methods=["POST"])]

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from daemon.http import views
-from daemon.http.disconnect import unless_disconnected
+from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err
 from daemon.http.lookup import installed, parse_embed_model
 from daemon.http.request import Fields, check_options, read_fields
@@ -60,7 +60,8 @@ def _query(fields: Fields, documents: list[str]) -> str:
 async def _rerank(
     request: Request, record: ModelRecord, query: str, documents: list[str], options: RerankOptions
 ) -> Reranked:
-    reranked = await unless_disconnected(request, runtime_of(request).rerank(record, query, documents, options))
+    async with cancelled_on_disconnect(request):
+        reranked = await runtime_of(request).rerank(record, query, documents, options)
     note_work(request, len(documents), reranked.token_count)
     return reranked
 
