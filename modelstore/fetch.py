@@ -182,10 +182,13 @@ class Fetcher:
         while True:
             with self._lock:
                 fetch = self._fetches.get(wanted.model)
+                starting = fetch is None
                 if fetch is None:
                     fetch = self._fetches[wanted.model] = _Fetch(name, self._observe())
-                    threading.Thread(target=self._run, args=(wanted, fetch), name="ovembed-fetch", daemon=True).start()
+                # Joined before a new fetch starts: with nobody following, a fetch counts as cancelled.
                 fetch.join(follower)
+                if starting:
+                    threading.Thread(target=self._run, args=(wanted, fetch), name="ovembed-fetch", daemon=True).start()
             try:
                 while not fetch.finished.wait(_FOLLOW_POLL_SECONDS):
                     if cancelled():
