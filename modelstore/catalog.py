@@ -15,7 +15,7 @@ has a Normalize module; `/api/embed` normalizes anyway, as Ollama does, so it on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from modelstore.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
 from modelstore.spec import RERANK, ModelDescription
@@ -35,7 +35,11 @@ class CatalogEntry:
     mirrors: tuple[str, ...] = ()
     revision: str = "main"
     weights: str | None = None  # the stored weight format when ovembed converts the repo's checkpoint
+    quantize: str | None = None  # q8_0: the network made to compute in int8 (modelstore/quantize.py)
 
+
+# Ollama's tag suffix for 8-bit models; on a name the catalog does not list, ovembed's int8 network.
+QUANTIZED_SUFFIX = "q8_0"
 
 _RETRIEVAL_QUERY = "Represent this sentence for searching relevant passages: "
 _QWEN3_QUERY = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
@@ -356,11 +360,30 @@ _INDEX: dict[tuple[str, str], CatalogEntry] = {
 
 def lookup(name: ModelName) -> CatalogEntry | None:
     """The entry for an Ollama library name (default host, namespace `library`), tag matched case-insensitively;
-    None otherwise."""
+    None otherwise.
+
+    A tag the catalog does not list that ends in `-q8_0` (or is `q8_0`, for latest) names the tag before it
+    made int8 by ovembed: `all-minilm:q8_0`, `bge-m3:567m-q8_0`. Tags the catalog lists keep their entry.
+    """
     host, namespace, model, tag = name.key
     if host != DEFAULT_HOST or namespace != DEFAULT_NAMESPACE:
         return None
-    return _INDEX.get((model, tag))
+    entry = _INDEX.get((model, tag))
+    base = quantized_base(tag)
+    if entry is not None or base is None:
+        return entry
+    entry = _INDEX.get((model, base))
+    return None if entry is None else replace(entry, quantize=QUANTIZED_SUFFIX)
+
+
+def quantized_base(tag: str) -> str | None:
+    """The tag a `q8_0` tag is made from (`latest` for `q8_0` alone), or None for a tag that asks no int8."""
+    folded = tag.casefold()
+    if folded == QUANTIZED_SUFFIX:
+        return "latest"
+    if folded.endswith(f"-{QUANTIZED_SUFFIX}"):
+        return folded.removesuffix(f"-{QUANTIZED_SUFFIX}")
+    return None
 
 
 def catalog_names() -> list[str]:

@@ -19,6 +19,7 @@ from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.diskspace import disk_full_message, is_disk_full
 from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
 from modelstore.names import ModelName
+from modelstore.quantize import QuantizeError, Tried, quantization_level, quantize_network
 from modelstore.spec import EMBED, RERANK, ModelDescription, ModelSpec
 from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense, within_positions
 from modelstore.store import ModelRecord, ModelStore, Provenance
@@ -127,23 +128,27 @@ def create_from_folder(
     weights: str | None = None,
     progress: ReadProgress | None = None,
     task: str | None = None,
+    quantize: str | None = None,
+    tried: Tried | None = None,
 ) -> ModelRecord:
     """Convert and store the model in `folder` under `name`; nothing appears unless every step succeeds.
 
     `fallback` fills what the folder's own configs leave open; `provenance` is kept in the manifest;
     `weights` (fp16, fp32, int8, int4) is the stored weight format, by default as convert_network chooses;
-    `progress` follows the conversion of a checkpoint; `task` rerank makes a language model a reranker.
+    `progress` follows the conversion of a checkpoint; `task` rerank makes a language model a reranker;
+    `quantize` (q8_0) makes the network compute in int8, each candidate's figures told to `tried`.
     """
     folder = folder.expanduser().resolve()
     if not folder.is_dir():
         raise CreateError(f"{folder} is not a folder")
     try:
+        level = quantization_level(quantize) if quantize else ""
         description = describe_repo(folder, fallback, task)
         # A language-model reranker's answer head is read from its checkpoint, so that is what converts.
         answers = description.task == RERANK and bool(description.pair_format)
         network = find_network(folder, weights, prefer_checkpoint=answers)
         tokenizer = _find_tokenizer(folder)
-    except (ConversionError, ConfigError) as exc:
+    except (ConversionError, ConfigError, QuantizeError) as exc:
         raise CreateError(str(exc)) from exc
     try:
         loaded = Tokenizer.from_file(str(tokenizer))
@@ -176,10 +181,17 @@ def create_from_folder(
                 dimension = dense[-1].out_features if dense else info.dimension or description.dimension
             if not dimension:
                 raise CreateError(f"cannot tell the embedding size of {network.name}")
+            described = replace(within_positions(description, folder, info.positions), dimension=dimension)
+            try:
+                fidelity = quantize_network(staged, described, tried=tried) if level else None
+            except QuantizeError as exc:
+                raise CreateError(str(exc)) from exc
             spec = ModelSpec.of(
-                replace(within_positions(description, folder, info.positions), dimension=dimension),
-                precision=info.precision,
+                described,
+                precision="int8" if level else info.precision,
                 parameter_count=info.parameter_count,
+                quantization=level,
+                fidelity=fidelity,
             )
             source = source or str(folder)
             record = store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", provenance)

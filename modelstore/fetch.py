@@ -269,6 +269,7 @@ class Fetcher:
                 fallback=wanted.fallback,
                 provenance=provenance,
                 weights=wanted.model.weights if is_checkpoint(Path(plan.network)) else None,
+                quantize=wanted.model.quantize,
                 progress=_throttled(lambda done, total: fetch.report(Converting(done, total)), fetch.cancelled),
             )
         except DiskFull as exc:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelstore.catalog import CatalogEntry, lookup
+from modelstore.catalog import QUANTIZED_SUFFIX, CatalogEntry, lookup
 from modelstore.fetch import Fetcher, Wanted, replay
 from modelstore.hub import Hub
 from modelstore.names import ModelName
@@ -35,6 +35,7 @@ class HubSource:
     repo: str
     revision: str
     entry: CatalogEntry | None
+    quantize: str | None = None
 
     @property
     def weights(self) -> str | None:
@@ -43,15 +44,19 @@ class HubSource:
 
 
 def resolve_source(name: ModelName) -> HubSource:
-    """The Hugging Face repo behind a name: `hf.co/ORG/REPO[:REVISION]`, or an Ollama library name."""
+    """The Hugging Face repo behind a name: `hf.co/ORG/REPO[:REVISION]`, or an Ollama library name.
+
+    `hf.co/ORG/REPO:q8_0` is the repo's main revision made int8, as Ollama's `:Q8_0` picks a repo's 8-bit file.
+    """
     if name.is_huggingface:
         assert name.hf_repo is not None
-        revision = "main" if name.tag.lower() == "latest" else name.tag
-        return HubSource(name.hf_repo, revision, None)
+        level = QUANTIZED_SUFFIX if name.tag.casefold() == QUANTIZED_SUFFIX else None
+        revision = "main" if name.tag.lower() == "latest" or level else name.tag
+        return HubSource(name.hf_repo, revision, None, level)
     entry = lookup(name)
     if entry is None:
         raise UnknownName(name.display)
-    return HubSource(entry.repo, entry.revision, entry)
+    return HubSource(entry.repo, entry.revision, entry, entry.quantize)
 
 
 class Puller:
@@ -84,7 +89,7 @@ class Puller:
             log.warning("hub unreachable; %s is already present: %s", name.display, error)
             replay(record, report)
         else:
-            wanted = Wanted(HubModel(source.repo, commit, source.weights), source.entry)
+            wanted = Wanted(HubModel(source.repo, commit, source.weights, source.quantize), source.entry)
             record = self.fetcher.fetch(wanted, name, report, cancelled)
         report(Writing())
         record = self._named(name, record)

@@ -51,15 +51,57 @@ class ModelDescription:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """How far an int8 network's outputs moved from its fp32 network's on held-out inputs, and how much faster
+    than the unquantized network it ran, measured when it was made (on `machine`).
+
+    For an embedding model `worst` and `mean` are cosines (higher is closer); for a cross-encoder they are the
+    largest and the mean change of a score (lower is closer), as `measure` says.
+    """
+
+    measure: str
+    worst: float
+    mean: float
+    inputs: int
+    speedup: float
+    machine: str
+    kept_in_float: str  # which layers stayed float, in words ("" when every matrix product is int8)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fidelity:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class ModelSpec(ModelDescription):
-    """A stored model's description and the facts of its converted weights, as kept in the manifest."""
+    """A stored model's description and the facts of its converted weights, as kept in the manifest.
+
+    `quantization` is "q8_0" for a network that computes in int8 (`fidelity` then says how faithfully); a
+    model whose weights alone are int8 keeps "" here and says so in `precision`.
+    """
 
     precision: str = field(kw_only=True)
     parameter_count: int = field(kw_only=True)
+    quantization: str = field(default="", kw_only=True)
+    fidelity: Fidelity | None = field(default=None, kw_only=True)
 
     @classmethod
-    def of(cls, description: ModelDescription, *, precision: str, parameter_count: int) -> ModelSpec:
-        return cls(**asdict(description), precision=precision, parameter_count=parameter_count)
+    def of(
+        cls,
+        description: ModelDescription,
+        *,
+        precision: str,
+        parameter_count: int,
+        quantization: str = "",
+        fidelity: Fidelity | None = None,
+    ) -> ModelSpec:
+        return cls(
+            **asdict(description),
+            precision=precision,
+            parameter_count=parameter_count,
+            quantization=quantization,
+            fidelity=fidelity,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,4 +123,6 @@ class ModelSpec(ModelDescription):
             pair_format={str(k): str(v) for k, v in (data.get("pair_format") or {}).items()},
             context_from=str(data.get("context_from") or ""),
             context_claimed=int(data.get("context_claimed") or 0),
+            quantization=str(data.get("quantization") or ""),
+            fidelity=Fidelity.from_json(data["fidelity"]) if data.get("fidelity") else None,
         )

@@ -31,12 +31,14 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class HubModel:
-    """One model on the hub: a repo at a commit, in a weight format (None: the converter's default). Two pulls
-    of the same HubModel make the same model, so the second one copies the first."""
+    """One model on the hub: a repo at a commit, in a weight format (None: the converter's default), quantized
+    to a level or not (None). Two pulls of the same HubModel make the same model, so the second one copies the
+    first."""
 
     repo: str
     commit: str
     weights: str | None = None
+    quantize: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,14 @@ class Provenance:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Provenance:
-        weights = data.get("weights")
+        weights, level = data.get("weights"), data.get("quantize")
         return cls(
-            HubModel(str(data["repo"]), str(data["commit"]), None if weights is None else str(weights)),
+            HubModel(
+                str(data["repo"]),
+                str(data["commit"]),
+                None if weights is None else str(weights),
+                None if level is None else str(level),
+            ),
             tuple(Layer(str(layer["digest"]), int(layer["size"])) for layer in data.get("layers") or ()),
         )
 
@@ -79,6 +86,7 @@ class Provenance:
             "repo": self.model.repo,
             "commit": self.model.commit,
             "weights": self.model.weights,
+            "quantize": self.model.quantize,
             "layers": [{"digest": layer.digest, "size": layer.size} for layer in self.layers],
         }
 

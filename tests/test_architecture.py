@@ -112,8 +112,9 @@ def _canonical(distribution: str) -> str:
 
 
 def test_the_daemon_imports_only_what_it_declares() -> None:
-    """Every third-party module that daemon/ and modelstore/ import comes from a dependency of the install."""
-    requirements = [r for r in importlib.metadata.requires("ovembed") or [] if "extra ==" not in r]
+    """Every third-party module that daemon/ and modelstore/ import comes from a dependency of the install, or of
+    an extra a user installs for a feature (quantize: NNCF); the test extra never counts."""
+    requirements = [r for r in importlib.metadata.requires("ovembed") or [] if 'extra == "test"' not in r]
     declared = {_canonical(re.split(r"[\s<>=!~;\[(]", spec, maxsplit=1)[0]) for spec in requirements}
     assert {"openvino", "huggingface-hub", "httpx2"} <= declared
     providers = importlib.metadata.packages_distributions()

@@ -173,3 +173,24 @@ def test_catalog_names() -> None:
     assert "all-minilm:latest" in names
     assert "qwen3-embedding:0.6b" in names
     assert len(names) == sum(len(entry.tags) for entry in ENTRIES)
+
+
+@pytest.mark.parametrize(
+    ("text", "base"),
+    [("all-minilm:q8_0", "all-minilm"), ("all-minilm:l6-v2-q8_0", "all-minilm:l6-v2"), ("bge-m3:567M-Q8_0", "bge-m3")],
+)
+def test_a_q8_0_tag_the_catalog_lacks_is_its_base_tag_made_int8(text: str, base: str) -> None:
+    entry, plain = lookup(parse_name(text)), lookup(parse_name(base))
+    assert entry is not None and plain is not None
+    assert entry.quantize == "q8_0" and plain.quantize is None
+    assert (entry.repo, entry.description, entry.weights) == (plain.repo, plain.description, plain.weights)
+
+
+def test_a_q8_0_tag_the_catalog_lists_keeps_its_own_entry() -> None:
+    entry = lookup(parse_name("embeddinggemma:300m-qat-q8_0"))
+    assert entry is not None and entry.quantize is None and entry.weights == "int8"
+
+
+@pytest.mark.parametrize("text", ["all-minilm:nothing-q8_0", "no-such-model:q8_0", "all-minilm:q8_0-q8_0"])
+def test_a_q8_0_tag_of_no_known_tag_is_unknown(text: str) -> None:
+    assert lookup(parse_name(text)) is None

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.cli.client import CliError
+from daemon.cli.main import _quantized_name
 from daemon.config import DEFAULT_KEEP_ALIVE, ListenAddress, Settings, parse_host, parse_keep_alive_env
 from tests.conftest import OVEMBED, REPO, Daemon, daemon_env, free_port
 
@@ -299,3 +301,25 @@ def test_settings_keep_alive(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.from_env().keep_alive == 600.0
     monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "nonsense")
     assert Settings.from_env().keep_alive == DEFAULT_KEEP_ALIVE == 300.0
+
+
+@pytest.mark.parametrize(
+    ("name", "level", "pulled"),
+    [
+        ("all-minilm", "q8_0", "all-minilm:q8_0"),
+        ("all-minilm:latest", "int8", "all-minilm:q8_0"),
+        ("all-minilm:l6-v2", "Q8_0", "all-minilm:l6-v2-q8_0"),
+        ("hf.co/org/repo", "q8_0", "hf.co/org/repo:q8_0"),
+        ("localhost:8080/lib/model:v1", "q8_0", "localhost:8080/lib/model:v1-q8_0"),
+    ],
+)
+def test_pull_quantize_asks_for_the_q8_0_tag_any_client_could_pull(name: str, level: str, pulled: str) -> None:
+    assert _quantized_name(name, level) == pulled
+
+
+@pytest.mark.parametrize(
+    ("name", "level", "said"), [("all-minilm", "q4_K_M", "use q8_0"), ("hf.co/o/r:dev", "q8_0", "main")]
+)
+def test_pull_quantize_refuses_what_it_cannot_make(name: str, level: str, said: str) -> None:
+    with pytest.raises(CliError, match=said):
+        _quantized_name(name, level)

@@ -37,7 +37,7 @@ from onnx import numpy_helper
 from onnx.external_data_helper import set_external_data
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelstore import fetch
+from modelstore import fetch, quantize
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name
 from modelstore.sizes import human_bytes
@@ -223,6 +223,8 @@ REPOS = {
     "ovembed-test/filled": "tiny",
     "ovembed-test/legacy": "ext",
     "ovembed-test/shared-store": "tiny",
+    "ovembed-test/quantized": "tiny",
+    "ovembed-test/unfaithful": "tiny",
 }
 GATED = "ovembed-test/gated"
 
@@ -1328,3 +1330,33 @@ def test_sigterm_answers_requests_in_flight_ends_the_pull_and_exits_0(
     assert [(a.status_code, len(a.json()["embeddings"])) for a in answers] == [(200, len(texts))] * 4
     assert messages[-1] == {"error": SHUTTING_DOWN}
     assert f"hf.co/{repo}:latest" not in {r.name.display for r in ModelStore(running.models_dir).list()}
+
+
+def test_a_q8_0_tag_pulls_the_repo_made_int8_beside_the_float_model(
+    app: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny random network is no test of int8's accuracy (tests/test_quantize.py holds all-MiniLM's): the
+    bar is lowered so that what is tested is the way from a name to an int8 model."""
+    monkeypatch.setattr(quantize, "MIN_WORST_COSINE", 0.0)
+    monkeypatch.setattr(quantize, "MIN_MEAN_COSINE", 0.0)
+    repo = "hf.co/ovembed-test/quantized"
+    assert pull(app, f"{repo}:q8_0").json() == {"status": "success"}
+    assert pull(app, repo).json() == {"status": "success"}
+    models = listed(app)
+    assert models[f"{repo}:q8_0"]["details"]["quantization_level"] == "Q8_0"
+    assert models[f"{repo}:latest"]["details"]["quantization_level"] != "Q8_0"
+    assert models[f"{repo}:q8_0"]["digest"] != models[f"{repo}:latest"]["digest"]
+    info = show(app, f"{repo}:q8_0")["model_info"]
+    assert info["ovembed.compute_precision"] == "int8" and "ovembed.int8.worst_cosine" in info
+    assert embed(app, f"{repo}:q8_0", TEXTS).shape[0] == len(TEXTS)
+
+
+def test_an_int8_pull_that_misses_the_bar_stores_nothing_and_says_by_how_much(
+    app: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "MIN_WORST_COSINE", 1.000001)
+    name = "hf.co/ovembed-test/unfaithful:q8_0"
+    response = pull(app, name)
+    error = response.json()["error"]
+    assert "could not be converted: int8 is not faithful enough" in error and "worst cosine" in error, error
+    assert name not in listed(app)

@@ -16,7 +16,7 @@ from daemon.cli.humanize import human_time, table
 from daemon.cli.progress import PullProgress
 from daemon.config import Settings
 from modelstore.sizes import human_bytes
-from modelstore.spec import RERANK
+from modelstore.spec import RERANK, Fidelity
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -40,18 +40,41 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     try:
         name = parse_name(args.name)
         store = ModelStore(settings.models_dir)
-        record = create_from_folder(store, name, Path(args.source), weights=args.weights, task=args.task)
+        record = create_from_folder(
+            store,
+            name,
+            Path(args.source),
+            weights=args.weights,
+            task=args.task,
+            quantize=args.quantize,
+            tried=_print_tried if args.quantize else None,
+        )
     except (InvalidName, CreateError) as exc:
         raise CliError(str(exc)) from exc
     spec = record.spec
     kind = "reranker" if spec.task == RERANK else f"{spec.dimension} dimensions, {spec.pooling} pooling"
     note = spec.context_note()
     context = f"{spec.context_length} ({note})" if note else str(spec.context_length)
+    stored = "Q8_0 (int8 compute)" if spec.quantization else f"{spec.precision} weights"
     print(
         f"created {record.name.display}: {spec.architecture}, {kind}, context {context}, "
-        f"{spec.precision} weights, {human_bytes(record.size)}"
+        f"{stored}, {human_bytes(record.size)}"
     )
+    if spec.fidelity is not None:
+        print(_fidelity_line(spec.fidelity))
     return 0
+
+
+def _fidelity_line(fidelity: Fidelity) -> str:
+    kept = f"; {fidelity.kept_in_float}" if fidelity.kept_in_float else ""
+    return (
+        f"int8 against fp32 on {fidelity.inputs} held-out inputs: worst {fidelity.measure} {fidelity.worst}, "
+        f"mean {fidelity.mean}; {fidelity.speedup:.2f}x the unquantized model's speed on {fidelity.machine}{kept}"
+    )
+
+
+def _print_tried(kept: str, worst: float, mean: float) -> None:
+    print(f"quantizing: {kept}: {worst:.5f} worst, {mean:.5f} mean against fp32", flush=True)
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,9 +138,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         ["pooling", model_info["ovembed.pooling"]],
         ["source", model_info["ovembed.source"]],
     ]
-    model_rows += [
-        [k.removeprefix("ovembed."), str(v)] for k, v in model_info.items() if k.startswith("ovembed.accuracy")
-    ]
+    measured = {k: v for k, v in model_info.items() if k.startswith("ovembed.int8.")}
+    model_rows += [[k.removeprefix("ovembed.").replace("_", " "), str(v)] for k, v in measured.items()]
     sections = [
         ("Model", model_rows),
         ("Capabilities", [[c] for c in info["capabilities"]]),
@@ -161,11 +183,12 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("pull needs a MODEL, or --prune")
     if args.name is None:
         return 0
+    name = _quantized_name(args.name, args.quantize) if args.quantize else args.name
     progress = PullProgress(sys.stderr, is_terminal=sys.stderr.isatty())
     succeeded = False
     try:
         with progress.animated():
-            for event in pull_events(settings, args.name):
+            for event in pull_events(settings, name):
                 progress.update(event)
                 succeeded = succeeded or event.get("status") == "success"
     finally:
@@ -173,6 +196,21 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     if not succeeded:
         raise CliError("the pull stream ended without success")
     return 0
+
+
+def _quantized_name(name: str, level: str) -> str:
+    """The name whose tag asks for int8 (`all-minilm:l6-v2` -> `all-minilm:l6-v2-q8_0`), as /api/pull takes it,
+    so a pull from any client can ask the same."""
+    from modelstore.quantize import QuantizeError, quantization_level
+
+    try:
+        suffix = quantization_level(level)
+    except QuantizeError as exc:
+        raise CliError(str(exc)) from exc
+    base, colon, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+    if name.lower().startswith("hf.co/") and colon and tag.lower() != "latest":
+        raise CliError(f"an int8 pull of a hf.co repo takes its main revision: pull {base}:{suffix}")
+    return f"{base}:{suffix}" if tag.lower() == "latest" else f"{base}:{tag}-{suffix}"
 
 
 def _prune_downloads(settings: Settings) -> None:
@@ -209,6 +247,13 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint, int8 (weight matrices per output channel) or int4 (per group of 32 inputs)",
     )
     create.add_argument(
+        "--quantize",
+        "-q",
+        metavar="LEVEL",
+        help="q8_0 (or int8): the network computes in int8, calibrated here and refused unless its vectors stay "
+        "within 0.99 worst and 0.998 mean cosine of its fp32 network (needs the quantize extra: NNCF)",
+    )
+    create.add_argument(
         "--task",
         choices=("embed", "rerank"),
         help="rerank makes a language model (Qwen3-Reranker) a reranker; a cross-encoder is one by its config",
@@ -219,6 +264,13 @@ def _parser() -> argparse.ArgumentParser:
         "--prune",
         action="store_true",
         help="first remove the files unfinished pulls kept for resuming (those of a pull still running stay)",
+    )
+    pull.add_argument(
+        "--quantize",
+        "-q",
+        metavar="LEVEL",
+        help="q8_0: pull the model made int8, stored as MODEL's tag with -q8_0 (all-minilm -> all-minilm:q8_0); "
+        "any client can pull that name itself",
     )
     add("list", cmd_list, "List models")
     add("ps", cmd_ps, "List loaded models")

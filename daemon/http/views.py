@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon.inference.residency import Resident
-from modelstore.spec import EMBED, RERANK
+from modelstore.spec import EMBED, RERANK, Fidelity
 from modelstore.store import ModelRecord, Provenance
 
 # Ollama's GGUF pooling_type enum (ml/nn/pooling): the number clients see in model_info.
@@ -37,7 +37,7 @@ def details(record: ModelRecord) -> dict[str, Any]:
         "family": spec.architecture,
         "families": [spec.architecture],
         "parameter_size": parameter_size(spec.parameter_count),
-        "quantization_level": spec.precision.upper(),
+        "quantization_level": spec.quantization.upper() or spec.precision.upper(),
     }
 
 
@@ -71,9 +71,25 @@ def model_info(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
     }
     for kind, prompt in sorted(spec.prompts.items()):
         info[f"ovembed.prompt.{kind}"] = prompt
+    if spec.fidelity is not None:
+        info.update(_fidelity(spec.fidelity))
     if record.provenance is not None:
         info.update(_pulled_from(record.provenance))
     return info
+
+
+def _fidelity(fidelity: Fidelity) -> dict[str, Any]:
+    """What quantizing measured, against the model's fp32 network on held-out inputs: the figures, the
+    speed against the unquantized network, and where it was measured."""
+    figure = fidelity.measure.replace(" ", "_")
+    return {
+        f"ovembed.int8.worst_{figure}": fidelity.worst,
+        f"ovembed.int8.mean_{figure}": fidelity.mean,
+        "ovembed.int8.inputs": fidelity.inputs,
+        "ovembed.int8.speedup": fidelity.speedup,
+        "ovembed.int8.measured_on": fidelity.machine,
+        "ovembed.int8.kept_in_float": fidelity.kept_in_float or "nothing",
+    }
 
 
 def _pulled_from(provenance: Provenance) -> dict[str, Any]:

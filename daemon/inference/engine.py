@@ -32,7 +32,8 @@ from daemon.inference.precision import (
 )
 from daemon.inference.precision_trial import TrialFailed, run_trial
 from daemon.inference.tokenize import ModelTokenizer, TokenizedText
-from modelstore.layout import IR_FILE, dense_file
+from modelstore.layout import IR_FILE
+from modelstore.network_io import Head, network_inputs
 from modelstore.spec import RERANK
 from modelstore.store import ModelRecord
 
@@ -43,6 +44,8 @@ _GPU_PAD_MULTIPLE = 16
 # In the cache folder: the precision choices, and a folder of compiled blobs per model and precision.
 PRECISION_FILE = "precision.json"
 COMPILED_FOLDER = "compiled"
+# What a quantized model computes in, as /api/ps and the vector cache name it.
+INT8 = "int8"
 # OpenVINO's element types as OVEMBED_PRECISION names them.
 _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
@@ -51,6 +54,11 @@ def compute_precision(compiled: ov.CompiledModel) -> str:
     """The precision the device computes in, as the compiled model reports it (fp32, bf16, fp16)."""
     kind = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     return _PRECISION_NAMES.get(kind, kind)
+
+
+def _runs_in(record: ModelRecord, compiled: ov.CompiledModel) -> str:
+    """int8 for a quantized network, whose matrix products are int8 whatever the rest computes in."""
+    return INT8 if record.spec.quantization else compute_precision(compiled)
 
 
 class LoadedModel:
@@ -70,9 +78,9 @@ class LoadedModel:
         self.record = record
         self.spec = record.spec
         self.compiled = compiled
-        self.precision = compute_precision(compiled)
+        self.precision = _runs_in(record, compiled)
         self.device = device
-        self._widen = widen if self.precision != "fp32" else None
+        self._widen = widen if compute_precision(compiled) != "fp32" else None
         self._widening = threading.Lock()
         self.tokens = ModelTokenizer(record)
         # A cross-encoder's network ends in its logits; every other network's output is token states to pool.
@@ -80,10 +88,7 @@ class LoadedModel:
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
         self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
         self._pad_multiple = _GPU_PAD_MULTIPLE if device.is_gpu else 1
-        self._dense = []
-        for index, activation in enumerate(self.spec.dense):
-            with np.load(record.path / dense_file(index)) as layer:
-                self._dense.append((layer["weight"], layer["bias"], activation))
+        self._head = Head(record.path, self.spec)
 
     @property
     def slots(self) -> int:
@@ -93,21 +98,8 @@ class LoadedModel:
     def infer(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
         """One float32 row per input of a padded batch, on the given slot's request: its pooled vector
         [dimension] for an embedding model, its logit [1] for a reranker."""
-        length = max(len(t) for t in batch)
-        length = -(-length // self._pad_multiple) * self._pad_multiple
-        ids = np.full((len(batch), length), self.tokens.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), length), dtype=np.int64)
-        types = np.zeros((len(batch), length), dtype=np.int64)
-        for row, text in enumerate(batch):
-            ids[row, : len(text)] = text.ids
-            mask[row, : len(text)] = 1
-            if text.type_ids is not None:
-                types[row, : len(text)] = text.type_ids
-        inputs = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
-            inputs["token_type_ids"] = types
-        if "position_ids" in self._input_names:  # decoder exports such as Qwen3's take positions explicitly
-            inputs["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        ids, kinds = [t.ids for t in batch], [t.type_ids for t in batch]
+        inputs, mask = network_inputs(ids, kinds, self.tokens.pad_id, self._input_names, self._pad_multiple)
         pooled = self._run(slot, inputs, mask)
         if self._widen is not None and not np.isfinite(pooled).all():
             self._pin_to_fp32()
@@ -119,10 +111,7 @@ class LoadedModel:
         request.infer(inputs)
         if self._ends_in_logits:
             return np.array(request.get_output_tensor(0).data, dtype=np.float32)
-        pooled = _pool(request.get_output_tensor(0).data, mask, self.spec.pooling)
-        for weight, bias, activation in self._dense:
-            pooled = _ACTIVATIONS[activation](pooled @ weight.T + bias)
-        return pooled
+        return self._head(request.get_output_tensor(0).data, mask)
 
     def _pin_to_fp32(self) -> None:
         """Recompile in fp32 once, whichever slot sees the overflow first; the others wait and reuse it."""
@@ -137,23 +126,7 @@ class LoadedModel:
             )
             compiled = self._widen()
             self._requests = [compiled.create_infer_request() for _ in self._requests]
-            self.compiled, self.precision, self._widen = compiled, "fp32", None
-
-
-# sentence-transformers Dense activations, as stored in the spec.
-_ACTIVATIONS = {"identity": lambda x: x, "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
-
-
-def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
-    """Sentence-transformers' pooling over real tokens only, in float32."""
-    if mode == "cls":
-        return np.array(hidden[:, 0, :], dtype=np.float32)
-    if mode == "lasttoken":
-        last = mask.sum(axis=1) - 1
-        return np.array(hidden[np.arange(hidden.shape[0]), last, :], dtype=np.float32)
-    weights = mask.astype(np.float32)
-    summed = np.einsum("bsh,bs->bh", hidden, weights, dtype=np.float32)
-    return summed / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
+            self.compiled, self.precision, self._widen = compiled, _runs_in(self.record, compiled), None
 
 
 class Engine:
@@ -201,15 +174,19 @@ class Engine:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def precision_of(self, record: ModelRecord) -> str:
-        """The compute precision `record` runs in here: forced, remembered, or `auto` until first measured."""
+        """The compute precision `record` runs in here: int8 as quantized, forced, remembered, or `auto` until
+        first measured."""
+        if record.spec.quantization:
+            return INT8
         if not self._candidates:
             forced = self.device.config.get("INFERENCE_PRECISION_HINT")
             return _PRECISION_NAMES.get(forced, "device default") if forced else "device default"
         return self.choices.get(self._choice_key(record)) or "auto"
 
     def load(self, record: ModelRecord) -> LoadedModel:
-        """The model compiled in its precision: forced, remembered, or measured now."""
-        if not self._candidates:
+        """The model compiled in its precision: forced, remembered, or measured now. A quantized network is
+        never measured: its int8 was measured when it was made, and its float rest takes the device's default."""
+        if record.spec.quantization or not self._candidates:
             return self._loaded(record, self.device.config)
         known = self.choices.get(self._choice_key(record))
         if known in self._candidates:
