@@ -40,7 +40,8 @@ from modelstore.pull_errors import (
     PullCancelled,
     ShardsMissing,
 )
-from modelstore.pull_events import Converting, FileProgress, PullEvent, Report, Verifying, slot
+from modelstore.pull_events import Converting, FileProgress, PullEvent, Quantizing, Report, Verifying, slot
+from modelstore.quantize import Candidate, Tried
 from modelstore.spec import ModelDescription
 from modelstore.store import HubModel, Layer, ModelRecord, ModelStore, Provenance, file_sha256
 
@@ -99,6 +100,17 @@ def _throttled(forward: Callable[[int, int], None], cancelled: Callable[[], bool
             forward(done, total)
 
     return step
+
+
+def _quantizing(report: Report, cancelled: Callable[[], bool]) -> Tried:
+    """Each int8 candidate reported as it starts; PullCancelled between candidates once the fetch is cancelled."""
+
+    def heard(candidate: Candidate) -> None:
+        if cancelled():
+            raise PullCancelled()
+        report(Quantizing(candidate.kept_in_float))
+
+    return heard
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -270,6 +282,7 @@ class Fetcher:
                 provenance=provenance,
                 weights=wanted.model.weights if is_checkpoint(Path(plan.network)) else None,
                 quantize=wanted.model.quantize,
+                tried=_quantizing(fetch.report, fetch.cancelled),
                 progress=_throttled(lambda done, total: fetch.report(Converting(done, total)), fetch.cancelled),
             )
         except DiskFull as exc:

@@ -36,6 +36,13 @@ class Converting:
 
 
 @dataclass(frozen=True)
+class Quantizing:
+    """The converted network is being made int8; `kept_in_float` says which candidate is being tried."""
+
+    kept_in_float: str
+
+
+@dataclass(frozen=True)
 class Writing:
     """The model is stored; its name is being written."""
 
@@ -45,7 +52,7 @@ class Done:
     """The model is in the store under the name pulled."""
 
 
-PullEvent = Resolving | FileProgress | Verifying | Converting | Writing | Done
+PullEvent = Resolving | FileProgress | Verifying | Converting | Quantizing | Writing | Done
 Report = Callable[[PullEvent], None]
 
 

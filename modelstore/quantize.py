@@ -19,6 +19,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,23 @@ _SMOOTH_QUANT_ALPHA = 0.75
 # The activations whose outputs feed a down-projection, alone or gating a product (GLU variants).
 _FEED_FORWARD_ACTIVATIONS = frozenset({"Gelu", "Swish", "HSwish", "Mish", "Relu"})
 _TIMED_BATCH = 32
+# The first candidate, in the words the others use.
+EVERYTHING_INT8 = "nothing in float"
 # Where the int8 network is written before it replaces the float one, inside the staged model's folder.
 _QUANTIZED_FOLDER = "int8"
 
-# Told each candidate as it is measured: what stayed float (in words), and its worst and mean figure.
-Tried = Callable[[str, float, float], None]
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate as it goes: what stays float (in words), and once measured its worst and mean figure."""
+
+    kept_in_float: str
+    worst: float | None = None
+    mean: float | None = None
+
+
+# Told of each candidate as it starts and again once it is measured.
+Tried = Callable[[Candidate], None]
 
 
 class QuantizeError(ValueError):
@@ -187,7 +200,7 @@ def quantize_network(
 ) -> Fidelity:
     """Replace the network in `folder` with its int8 version and say how faithful and fast it is.
 
-    `tried` hears each candidate's name and its two figures as they are measured (`ovembed create` prints them).
+    `tried` hears of each candidate as it starts and once it is measured (`ovembed create` prints the figures).
     Raises QuantizeError, leaving the folder's network as it was, when no candidate keeps the bar.
     """
     if description.pair_format:
@@ -204,7 +217,9 @@ def quantize_network(
     )
     calibration = nncf.Dataset(measured.calibration, lambda encoding: measured.feed([encoding])[0])
     figures: list[str] = []
+    heard = tried or (lambda candidate: None)
     for kept, ignored in _candidates(network):
+        heard(Candidate(kept))
         candidate = nncf.quantize(
             network,
             calibration,
@@ -215,9 +230,8 @@ def quantize_network(
         )
         compiled = core.compile_model(candidate, "CPU")
         worst, mean = _fidelity(reference, measured.outputs(compiled, measured.held_out), measured.scores)
-        if tried is not None:
-            tried(kept or "every matrix product int8", worst, mean)
-        figures.append(f"{kept or 'all int8'}: {_said(worst, mean, measured.scores)}")
+        heard(Candidate(kept, worst, mean))
+        figures.append(f"{kept}: {_said(worst, mean, measured.scores)}")
         if _passes(worst, mean, measured.scores):
             unquantized = _rate(core.compile_model(network, "CPU"), measured, measured.held_out)
             speedup = _rate(compiled, measured, measured.held_out) / unquantized
@@ -229,7 +243,7 @@ def quantize_network(
                 inputs=len(measured.held_out),
                 speedup=round(speedup, 3),
                 machine=_machine(core),
-                kept_in_float=kept,
+                kept_in_float="" if kept == EVERYTHING_INT8 else kept,
             )
     bar = (
         f"no score may move by more than {MAX_SCORE_CHANGE}"
@@ -252,7 +266,7 @@ def _replace_network(model: ov.Model, folder: Path) -> None:
 
 def _candidates(network: ov.Model) -> Iterable[tuple[str, list[str]]]:
     """(what stays float, in words; the names NNCF leaves alone), fastest first."""
-    yield "", []
+    yield EVERYTHING_INT8, []
     down = _down_projections(network)
     if down:
         yield "feed-forward down-projections in float", down

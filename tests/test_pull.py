@@ -1340,7 +1340,10 @@ def test_a_q8_0_tag_pulls_the_repo_made_int8_beside_the_float_model(
     monkeypatch.setattr(quantize, "MIN_WORST_COSINE", 0.0)
     monkeypatch.setattr(quantize, "MIN_MEAN_COSINE", 0.0)
     repo = "hf.co/ovembed-test/quantized"
-    assert pull(app, f"{repo}:q8_0").json() == {"status": "success"}
+    response, messages = stream_pull(app, f"{repo}:q8_0")
+    statuses = [m["status"] for m in messages if "digest" not in m]
+    assert response.status_code == 200 and statuses[-3:] == ["quantizing to Q8_0", "writing manifest", "success"]
+    assert statuses.index("converting to OpenVINO IR") < statuses.index("quantizing to Q8_0")
     assert pull(app, repo).json() == {"status": "success"}
     models = listed(app)
     assert models[f"{repo}:q8_0"]["details"]["quantization_level"] == "Q8_0"

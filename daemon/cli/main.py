@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -17,6 +17,9 @@ from daemon.cli.progress import PullProgress
 from daemon.config import Settings
 from modelstore.sizes import human_bytes
 from modelstore.spec import RERANK, Fidelity
+
+if TYPE_CHECKING:
+    from modelstore.quantize import Candidate
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -73,8 +76,11 @@ def _fidelity_line(fidelity: Fidelity) -> str:
     )
 
 
-def _print_tried(kept: str, worst: float, mean: float) -> None:
-    print(f"quantizing: {kept}: {worst:.5f} worst, {mean:.5f} mean against fp32", flush=True)
+def _print_tried(candidate: Candidate) -> None:
+    if candidate.worst is None:
+        print(f"quantizing to Q8_0, {candidate.kept_in_float}", flush=True)
+    else:
+        print(f"  against fp32: {candidate.worst:.5f} worst, {candidate.mean:.5f} mean", flush=True)
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:

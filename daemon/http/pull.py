@@ -16,13 +16,23 @@ from daemon.http.lookup import name_field, parse_model
 from daemon.http.request import read_fields
 from daemon.http.responses import OllamaJSON
 from daemon.http.state import pulls_of
-from modelstore.pull_events import Converting, Done, FileProgress, PullEvent, Resolving, Verifying, Writing
+from modelstore.pull_events import (
+    Converting,
+    Done,
+    FileProgress,
+    PullEvent,
+    Quantizing,
+    Resolving,
+    Verifying,
+    Writing,
+)
 
 _CONVERTING = "converting to OpenVINO IR"  # ovembed's own step; Ollama's pull has none
 _STEPS: dict[type[PullEvent], str] = {
     Resolving: "pulling manifest",
     Verifying: "verifying sha256 digest",
     Converting: _CONVERTING,
+    Quantizing: "quantizing to Q8_0",  # as Ollama's create says it
     Writing: "writing manifest",
     Done: "success",
 }
