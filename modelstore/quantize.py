@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -75,7 +76,7 @@ def quantization_level(requested: str) -> str:
     return level
 
 
-def _nncf():
+def _nncf() -> Any:
     try:
         import nncf
     except ImportError as exc:
@@ -280,7 +281,7 @@ def _candidates(network: ov.Model) -> Iterable[tuple[str, list[str]]]:
         yield "feed-forward down-projections in float", down
 
 
-def _advanced():
+def _advanced() -> Any:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
