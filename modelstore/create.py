@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, processors
 
+from modelstore.architectures.torch_weights import UnsafeWeights, read_state_dict
 from modelstore.architectures.weights import Checkpoint, ReadProgress, Tensor, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.diskspace import disk_full_message, is_disk_full
-from modelstore.layout import REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present
+from modelstore.layout import REPO_HEADS, REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present, head_file
 from modelstore.names import ModelName
 from modelstore.quantize import QuantizeError, Tried, quantization_level, quantize_network
 from modelstore.spec import EMBED, RERANK, ModelDescription, ModelSpec
@@ -77,6 +78,29 @@ def _store_dense(dense: list[DenseModule], staged: Path) -> None:
             weight=weight,
             bias=np.zeros(weight.shape[0], np.float32) if bias is None else bias,
         )
+
+
+def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ...]:
+    """FlagEmbedding's heads in the folder (bge-m3's sparse and ColBERT), each as float32 weight and bias beside
+    the network, read without unpickling; the outputs they give."""
+    stored = []
+    for output, name in REPO_HEADS.items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            tensors = read_state_dict(path)
+        except UnsafeWeights as exc:
+            raise CreateError(str(exc)) from exc
+        weight = tensors.get("weight")
+        if weight is None or weight.ndim != 2:
+            raise CreateError(f"{name} has no two-dimensional `weight`, as a linear head has")
+        if width and weight.shape[1] != width:
+            raise CreateError(f"{name} takes {weight.shape[1]}-wide states and the network gives {width}")
+        bias = tensors.get("bias", np.zeros(weight.shape[0], np.float32))
+        np.savez(staged / head_file(output), weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+        stored.append(output)
+    return tuple(stored)
 
 
 def _store_answer_head(checkpoint_path: Path, tokenizer: Tokenizer, staged: Path) -> None:
@@ -172,12 +196,14 @@ def create_from_folder(
                 shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
             else:
                 patched.save(str(staged / TOKENIZER_FILE))
+            heads: tuple[str, ...] = ()
             if answers:
                 _store_answer_head(network, loaded, staged)
                 dimension = 1
             else:
                 dense = read_dense(folder)
                 _store_dense(dense, staged)
+                heads = _store_heads(folder, staged, info.dimension)
                 dimension = dense[-1].out_features if dense else info.dimension or description.dimension
             if not dimension:
                 raise CreateError(f"cannot tell the embedding size of {network.name}")
@@ -192,6 +218,7 @@ def create_from_folder(
                 parameter_count=info.parameter_count,
                 quantization=level,
                 fidelity=fidelity,
+                heads=heads,
             )
             source = source or str(folder)
             record = store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", provenance)

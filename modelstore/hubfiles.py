@@ -1,8 +1,9 @@
 """Which files of a Hugging Face repo a pull needs: one convertible network, its tokenizer and configs.
 
-Only what the engine uses is fetched, never PyTorch pickles: the repo's own OpenVINO IR if it has one,
-else its fp32 ONNX export with any external data beside it, else (asked for separately, after any
-pre-converted mirror) its safetensors checkpoint, which ovembed converts itself.
+Only what the engine uses is fetched: the repo's own OpenVINO IR if it has one, else its fp32 ONNX export with
+any external data beside it, else (asked for separately, after any pre-converted mirror) its safetensors
+checkpoint, which ovembed converts itself. The only PyTorch pickles fetched are FlagEmbedding's two small heads
+(layout.REPO_HEADS), which are read without unpickling; a repo's pickled network never is.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from modelstore.layout import REPO_CHECKPOINTS, REPO_IR_FILES, REPO_ONNX_FILES, is_repo_config
+from modelstore.layout import REPO_CHECKPOINTS, REPO_HEADS, REPO_IR_FILES, REPO_ONNX_FILES, is_repo_config
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def plan_download(files: list[RemoteFile], *, checkpoint: bool = False) -> Downl
     if route is None:
         return None
     network, chosen = route
-    chosen |= {path for path in by_path if is_repo_config(path)}
+    chosen |= {path for path in by_path if is_repo_config(path) or path in REPO_HEADS.values()}
     return DownloadPlan(network=network, files=tuple(by_path[p] for p in sorted(chosen, key=_layer_order)))
 
 

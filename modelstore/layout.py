@@ -50,6 +50,16 @@ REPO_CONFIGS = frozenset(
 )
 
 
+# FlagEmbedding's heads on the last hidden states (bge-m3's sparse and ColBERT outputs), by the output each
+# gives: the only torch pickles a pull fetches, read by architectures/torch_weights.py and never unpickled.
+REPO_HEADS = {"sparse": "sparse_linear.pt", "multivector": "colbert_linear.pt"}
+
+
+def head_file(output: str) -> str:
+    """A stored model's head for `output` (sparse, multivector), weight and bias as float32."""
+    return f"{output}_head.npz"
+
+
 def dense_file(index: int) -> str:
     """A stored model's Dense layer `index` (after pooling), weight and bias as float32."""
     return f"dense_{index}.npz"

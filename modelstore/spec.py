@@ -84,6 +84,8 @@ class ModelSpec(ModelDescription):
     parameter_count: int = field(kw_only=True)
     quantization: str = field(default="", kw_only=True)
     fidelity: Fidelity | None = field(default=None, kw_only=True)
+    # The outputs whose heads are stored beside the network (layout.head_file): sparse, multivector.
+    heads: tuple[str, ...] = field(default=(), kw_only=True)
 
     @classmethod
     def of(
@@ -94,6 +96,7 @@ class ModelSpec(ModelDescription):
         parameter_count: int,
         quantization: str = "",
         fidelity: Fidelity | None = None,
+        heads: tuple[str, ...] = (),
     ) -> ModelSpec:
         return cls(
             **asdict(description),
@@ -101,6 +104,7 @@ class ModelSpec(ModelDescription):
             parameter_count=parameter_count,
             quantization=quantization,
             fidelity=fidelity,
+            heads=heads,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -125,4 +129,5 @@ class ModelSpec(ModelDescription):
             context_claimed=int(data.get("context_claimed") or 0),
             quantization=str(data.get("quantization") or ""),
             fidelity=Fidelity.from_json(data["fidelity"]) if data.get("fidelity") else None,
+            heads=tuple(str(h) for h in data.get("heads") or ()),
         )

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modelstore.layout import IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE, StoreLayout, dense_file
+from modelstore.layout import IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE, StoreLayout, dense_file, head_file
 from modelstore.names import InvalidName, ModelName, parse_name
 from modelstore.spec import ModelSpec
 
@@ -200,7 +200,9 @@ class ModelStore:
     def missing_files(self, record: ModelRecord) -> list[str]:
         """The files the model's folder should hold and does not, or holds empty: names and sizes only, cheap
         enough for every start and every load."""
-        needed = [IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE, *(dense_file(i) for i in range(len(record.spec.dense)))]
+        spec = record.spec
+        dense = (dense_file(i) for i in range(len(spec.dense)))
+        needed = [IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE, *dense, *(head_file(h) for h in spec.heads)]
         missing = []
         for name in needed:
             try:

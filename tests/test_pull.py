@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelstore import fetch, quantize
 from modelstore.create import create_from_folder
+from modelstore.layout import REPO_HEADS
 from modelstore.names import parse_name
 from modelstore.sizes import human_bytes
 from modelstore.store import ModelStore
@@ -179,6 +180,10 @@ class Models:
         self.reference[root / "m3"] = reference_vectors(plain, TEXTS)
         self.m3 = _bge_m3_like(root / "m3", seed=7)
         (self.m3 / "onnx" / "model_quantized.onnx").write_bytes(b"not a network")
+        # bge-m3's root as FlagEmbedding reads it: its network's pickle beside the two heads' pickles.
+        self.m3_heads = _add_unused_weights(_bge_m3_like(root / "m3-heads", seed=7), PICKLES)
+        for head in REPO_HEADS.values():
+            shutil.copyfile(FIXTURES / "torch-weights" / head, self.m3_heads / head)
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +229,7 @@ REPOS = {
     "ovembed-test/legacy": "ext",
     "ovembed-test/shared-store": "tiny",
     "ovembed-test/quantized": "tiny",
+    "ovembed-test/m3-heads": "m3_heads",
     "ovembed-test/unfaithful": "tiny",
 }
 GATED = "ovembed-test/gated"
@@ -1363,3 +1369,12 @@ def test_an_int8_pull_that_misses_the_bar_stores_nothing_and_says_by_how_much(
     error = response.json()["error"]
     assert "could not be converted: int8 is not faithful enough" in error and "worst cosine" in error, error
     assert name not in listed(app)
+
+
+def test_a_bge_m3_pull_fetches_its_two_heads_and_no_other_pickle(app: Served, hub: FakeHub) -> None:
+    repo = "ovembed-test/m3-heads"
+    assert pull(app, f"hf.co/{repo}").json() == {"status": "success"}
+    fetched = set(file_gets(hub, repo))
+    assert set(REPO_HEADS.values()) <= fetched
+    assert not any(path.endswith((".bin", ".pt", ".pkl")) for path in fetched - set(REPO_HEADS.values())), fetched
+    assert show(app, f"hf.co/{repo}")["model_info"]["ovembed.heads"] == ["sparse", "multivector"]

@@ -73,6 +73,8 @@ def model_info(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
         info[f"ovembed.prompt.{kind}"] = prompt
     if spec.fidelity is not None:
         info.update(_fidelity(spec.fidelity))
+    if spec.heads:
+        info["ovembed.heads"] = list(spec.heads)
     if record.provenance is not None:
         info.update(_pulled_from(record.provenance))
     return info
