@@ -5,8 +5,8 @@ shaped like real traffic (calibration.py), with SmoothQuant moving activation ou
 min-max ranges, which kept one-word texts where percentile ranges clipped them. Candidates are tried fastest
 first: every matrix product in int8, then the feed-forward down-projections (the products fed by the
 activation function, whose inputs carry the widest outliers) of the first half of the layers kept in float,
-then all of them. The first whose vectors stay
-within the bar of the model's own fp32 network on held-out texts is kept; none, and nothing is stored.
+then all of them. The first whose vectors stay within the bar of the model's own fp32 network on held-out
+texts is kept; if none does, nothing is stored.
 
 Dynamic quantization of activations over int8 weights (the CPU plugin's DYNAMIC_QUANTIZATION_GROUP_SIZE) was
 measured beside it on all-MiniLM-L6-v2 and lost: no faster at equal accuracy, and its result is a setting of
