@@ -64,6 +64,12 @@ def _with_end_of_text(tokenizer: Tokenizer) -> Tokenizer | None:
     return tokenizer
 
 
+def _save_linear(path: Path, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
+    """A linear layer as the engine reads one: float32 `weight` [out, in] and `bias` [out] (zeros if it has none)."""
+    bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
+    np.savez(path, weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+
+
 def _store_dense(dense: list[DenseModule], staged: Path) -> None:
     """Each Dense module's weight and bias, as float32 arrays beside the network."""
     for index, module in enumerate(dense):
@@ -73,11 +79,7 @@ def _store_dense(dense: list[DenseModule], staged: Path) -> None:
             bias = checkpoint.get("linear.bias").as_float32() if "linear.bias" in checkpoint else None
         except WeightsError as exc:
             raise CreateError(f"cannot read {module.weights.parent.name}/{module.weights.name}: {exc}") from exc
-        np.savez(
-            staged / dense_file(index),
-            weight=weight,
-            bias=np.zeros(weight.shape[0], np.float32) if bias is None else bias,
-        )
+        _save_linear(staged / dense_file(index), weight, bias)
 
 
 def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ...]:
@@ -97,8 +99,7 @@ def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ..
             raise CreateError(f"{name} has no two-dimensional `weight`, as a linear head has")
         if width and weight.shape[1] != width:
             raise CreateError(f"{name} takes {weight.shape[1]}-wide states and the network gives {width}")
-        bias = tensors.get("bias", np.zeros(weight.shape[0], np.float32))
-        np.savez(staged / head_file(output), weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+        _save_linear(staged / head_file(output), weight, tensors.get("bias"))
         stored.append(output)
     return tuple(stored)
 
@@ -120,7 +121,7 @@ def _store_answer_head(checkpoint_path: Path, tokenizer: Tokenizer, staged: Path
         rows = Tensor(table.array[answers], table.bf16).as_float32()
     except WeightsError as exc:
         raise CreateError(f"cannot read the answer head from {checkpoint_path.name}: {exc}") from exc
-    np.savez(staged / dense_file(0), weight=(rows[0] - rows[1])[None, :], bias=np.zeros(1, np.float32))
+    _save_linear(staged / dense_file(0), (rows[0] - rows[1])[None, :])
 
 
 def _readable(network: Path, scratch: Path) -> Path:
