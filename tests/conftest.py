@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -137,6 +139,13 @@ def require_shared() -> None:
     """The real tier needs ../shared beside the repo; without it, say so and skip."""
     if not MINILM.is_dir() or not REFERENCE.is_dir():
         pytest.skip(f"real tier needs {MINILM} and {REFERENCE} (../shared beside the repo); not present here")
+
+
+def reference_rows() -> tuple[list[dict[str, Any]], np.ndarray]:
+    """../shared/reference for all-MiniLM-L6-v2: each text's row (id, text, n_tokens) in id order, and
+    sentence-transformers' vectors, row i for id i."""
+    lines = (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines], np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from daemon.inference.engine import Engine
 from modelstore.create import CreateError, create_from_folder
 from modelstore.names import parse_name
 from modelstore.store import ModelStore
-from tests.conftest import REFERENCE, Daemon, require_shared
+from tests.conftest import Daemon, reference_rows, require_shared
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The embedding fixtures (sentence-transformers' vectors beside them); the rerankers' are tests/test_rerank.py's.
@@ -267,8 +267,8 @@ def test_a_damaged_checkpoint_leaves_no_model(tmp_path: Path) -> None:
 
 def test_the_real_minilm_checkpoint_matches_sentence_transformers(tmp_path: Path) -> None:
     require_shared()
-    texts = [json.loads(line)["text"] for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").open()]
-    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    rows, expected = reference_rows()
+    texts = [row["text"] for row in rows]
     got = engine_vectors(minilm_checkpoint(), tmp_path, "minilm", texts, "fp32")
     assert cosines(got, expected).min() >= FP32_COSINE
     default = engine_vectors(minilm_checkpoint(), tmp_path / "default", "minilm", texts, "auto")
@@ -278,8 +278,8 @@ def test_the_real_minilm_checkpoint_matches_sentence_transformers(tmp_path: Path
 def test_int8_weight_matrices_shrink_the_model_and_keep_the_vectors(tmp_path: Path) -> None:
     """Weight matrices as int8 per output channel: measured worst cosine 0.9952 (mean 0.9990) on all-MiniLM."""
     require_shared()
-    texts = [json.loads(line)["text"] for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").open()]
-    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    rows, expected = reference_rows()
+    texts = [row["text"] for row in rows]
     store = ModelStore(tmp_path / "store")
     int8 = create_from_folder(store, parse_name("int8"), minilm_checkpoint(), weights="int8")
     fp16 = create_from_folder(store, parse_name("fp16"), minilm_checkpoint())
@@ -297,8 +297,8 @@ def test_int4_weight_groups_shrink_the_model_further_at_a_measured_cost(tmp_path
     """4-bit weights per group of 32 inputs with a zero point: measured worst cosine 0.912 (mean 0.965) on
     all-MiniLM, whose 384-wide matrices are where 4 bits hurt most."""
     require_shared()
-    texts = [json.loads(line)["text"] for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").open()]
-    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    rows, expected = reference_rows()
+    texts = [row["text"] for row in rows]
     store = ModelStore(tmp_path / "store")
     int4 = create_from_folder(store, parse_name("int4"), minilm_checkpoint(), weights="int4")
     int8 = create_from_folder(store, parse_name("int8"), minilm_checkpoint(), weights="int8")

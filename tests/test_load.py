@@ -24,9 +24,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import (
-    REFERENCE,
     Daemon,
     InProcess,
+    reference_rows,
     require_shared,
     running_minilm,
     scrape,
@@ -134,8 +134,7 @@ def assert_match(texts: list[str], got: np.ndarray, expected: dict[str, np.ndarr
 def minilm_reference() -> tuple[list[str], dict[str, np.ndarray]]:
     """The 40 reference texts in id order and sentence-transformers' vector for each."""
     require_shared()
-    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
-    vectors = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    rows, vectors = reference_rows()
     assert [r["id"] for r in rows] == list(range(len(vectors)))
     texts = [r["text"] for r in rows]
     return texts, dict(zip(texts, vectors, strict=True))
@@ -144,8 +143,7 @@ def minilm_reference() -> tuple[list[str], dict[str, np.ndarray]]:
 def short_reference(limit_tokens: int = 40) -> tuple[list[str], dict[str, np.ndarray]]:
     """The reference texts short enough to send by the thousand, with sentence-transformers' vectors."""
     require_shared()
-    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
-    vectors = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    rows, vectors = reference_rows()
     short = [r for r in rows if r["n_tokens"] <= limit_tokens]
     return [r["text"] for r in short], {r["text"]: vectors[r["id"]] for r in short}
 

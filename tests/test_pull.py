@@ -45,8 +45,8 @@ from modelstore.sizes import human_bytes
 from modelstore.store import ModelStore
 from tests.conftest import (
     MINILM,
-    REFERENCE,
     Daemon,
+    reference_rows,
     require_shared,
     serving,
     sigterm_while_busy,
@@ -660,8 +660,8 @@ def test_the_real_minilm_checkpoint_pulls_and_matches_sentence_transformers(app:
     response = pull(app, f"hf.co/{repo}")
     assert (response.status_code, response.json()) == (200, {"status": "success"})
     assert "model.safetensors" in file_gets(hub, repo)
-    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
-    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy").astype(np.float64)
+    rows, expected = reference_rows()
+    expected = expected.astype(np.float64)
     _assert_cosines(embed(app, f"hf.co/{repo}", [row["text"] for row in rows]), expected, MIN_COSINE)
 
 
@@ -1261,8 +1261,8 @@ def test_real_all_minilm_pull_matches_sentence_transformers(socket: Served, hub:
     names = listed(socket)
     assert names["all-minilm:latest"]["digest"] == names["all-minilm:l6-v2"]["digest"]
 
-    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
-    expected = np.load(REFERENCE / "all-MiniLM-L6-v2.npy").astype(np.float64)
+    rows, expected = reference_rows()
+    expected = expected.astype(np.float64)
     got = embed(socket, "all-minilm", [row["text"] for row in rows])
     cosines = (got * expected).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosines.min() >= 0.9999, {rows[i]["id"]: float(cosines[i]) for i in np.argsort(cosines)[:3]}

@@ -22,7 +22,7 @@ from modelstore.layout import IR_FILE
 from modelstore.names import parse_name
 from modelstore.quantize import EVERYTHING_INT8, Candidate, QuantizeError, quantization_level
 from modelstore.store import ModelStore
-from tests.conftest import MINILM, REFERENCE, require_shared, serving, store_models
+from tests.conftest import MINILM, reference_rows, require_shared, serving, store_models
 from tests.test_convert import FIXTURES, cosines, minilm_cross_encoder
 
 WORST_COSINE = 0.99
@@ -30,8 +30,8 @@ MEAN_COSINE = 0.998
 
 
 def _reference() -> tuple[list[str], np.ndarray]:
-    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
-    return [row["text"] for row in rows], np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
+    rows, vectors = reference_rows()
+    return [row["text"] for row in rows], vectors
 
 
 @pytest.fixture(scope="module")

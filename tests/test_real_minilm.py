@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import REFERENCE, require_shared, serving_minilm
+from tests.conftest import reference_rows, require_shared, serving_minilm
 
 pytestmark = pytest.mark.real
 
@@ -27,9 +26,7 @@ EXTRA_TEXTS = [
 
 def reference() -> tuple[list[dict], np.ndarray]:
     require_shared()
-    rows = [json.loads(line) for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text().splitlines()]
-    vectors = np.load(REFERENCE / "all-MiniLM-L6-v2.npy")
-    return rows, vectors
+    return reference_rows()
 
 
 def embed(client: TestClient, texts: list[str] | str, **extra: object) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from tests.conftest import IN_PROCESS_URL, REFERENCE, AppTransport, Daemon, InProcess, require_shared
+from tests.conftest import IN_PROCESS_URL, AppTransport, Daemon, InProcess, reference_rows, require_shared
 from tests.test_convert import FIXTURES, minilm_cross_encoder
 
 # Cross-encoders from a checkpoint (converted by ovembed) and from an ONNX export (read by OpenVINO), and a
@@ -278,10 +278,7 @@ def test_a_real_encoders_scores_keep_their_order_in_the_default_fp16_weights(app
     folder = minilm_cross_encoder(tmp_path / "minilm-ce")
     app.create("minilm-ce-fp32", folder, weights="fp32")
     app.create("minilm-ce", folder)
-    texts = [
-        json.loads(line)["text"]
-        for line in (REFERENCE / "all-MiniLM-L6-v2.texts.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    texts = [row["text"] for row in reference_rows()[0]]
     try:
         for query in ("how do I reset my router?", "cat", "embedding models and vectors"):
             body = {"query": query, "documents": texts, "truncate": True}
