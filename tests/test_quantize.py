@@ -79,7 +79,7 @@ def test_show_says_q8_0_with_its_measured_fidelity_and_ps_says_int8(int8_app: Te
     assert [m["compute_precision"] for m in running] == ["int8"]
 
 
-def test_int8_network_computes_in_int8(int8_app: TestClient, tmp_path: Path) -> None:
+def test_int8_network_computes_in_int8(int8_app: TestClient) -> None:
     listed = int8_app.get("/api/tags").json()["models"]
     assert [m["details"]["quantization_level"] for m in listed] == ["Q8_0"]
     record = ModelStore(Path(int8_app.app.state.settings.models_dir)).get(parse_name("all-minilm:q8_0"))
