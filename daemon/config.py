@@ -159,6 +159,9 @@ class Settings:
     # OVEMBED_CACHE_MB, 0 for off: at most 44% more than the 292 MB all-MiniLM-L6-v2 idles at, and room for ~70k
     # of its 384-dimension vectors (1,872 bytes each with key and bookkeeping) or ~39k of 768.
     vector_cache_mb: int = 128
+    # The token vectors one request may ask for, as float32: two 8,192-token texts of bge-m3 (1,024 wide), or
+    # 128k tokens of a 128-wide ColBERT; their JSON is about three times as large, base64 a third larger.
+    max_multivector_mb: int = 64
 
     @property
     def compile_cache(self) -> Path:
@@ -189,6 +192,7 @@ class Settings:
             max_connections=_int_env("OVEMBED_MAX_CONNECTIONS", default.max_connections),
             read_timeout=_int_env("OVEMBED_READ_TIMEOUT", default.read_timeout),
             vector_cache_mb=_int_env("OVEMBED_CACHE_MB", default.vector_cache_mb, minimum=0),
+            max_multivector_mb=_int_env("OVEMBED_MAX_MULTIVECTOR_MB", default.max_multivector_mb),
             max_loaded_models=_int_env("OLLAMA_MAX_LOADED_MODELS", default.max_loaded_models),
             preload=tuple(n.strip() for n in _env("OVEMBED_PRELOAD").split(",") if n.strip()),
             debug=_env("OLLAMA_DEBUG").strip().lower() not in ("", "0", "false", "no", "off"),

@@ -37,6 +37,9 @@ REQUEST_SECONDS = _histogram(
 # Each task under its own name.
 EMBEDDED_TEXTS = _counter("embedded_texts", "Texts embedded")
 EMBEDDED_TOKENS = _counter("embedded_tokens", "Tokens of embedded texts that went through a network")
+EMBEDDED_OUTPUTS = _counter(
+    "embedded_outputs", "Sparse vectors and token vectors given, per text, by output", ["output"]
+)
 RERANKED_PAIRS = _counter("reranked_pairs", "Query and document pairs scored by a reranker")
 RERANKED_TOKENS = _counter("reranked_tokens", "Tokens of reranked pairs that went through a network")
 

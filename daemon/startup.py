@@ -63,7 +63,11 @@ class Parts:
                     ", ".join(missing),
                     record.path,
                 )
-        limits = BatchLimits(max_tokens=settings.batch_tokens, max_texts=settings.batch_size)
+        limits = BatchLimits(
+            max_tokens=settings.batch_tokens,
+            max_texts=settings.batch_size,
+            max_multivector_bytes=settings.max_multivector_mb << 20,
+        )
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         cache_bytes = settings.vector_cache_mb << 20
         shutdown = Shutdown()

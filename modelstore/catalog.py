@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from modelstore.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
-from modelstore.spec import RERANK, ModelDescription
+from modelstore.spec import MULTIVECTOR, RERANK, SPARSE, ModelDescription
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,53 @@ RERANKERS: tuple[CatalogEntry, ...] = (
         )
     ),
 )
-ENTRIES = (*EMBEDDERS, *RERANKERS)
+
+
+def _splade(context_length: int) -> ModelDescription:
+    """A SPLADE model: BERT's masked LM, its vocabulary logits pooled into one sparse vector per text."""
+    return ModelDescription(
+        architecture="bert",
+        pooling="cls",
+        normalize=False,
+        context_length=context_length,
+        dimension=30522,
+        outputs=(SPARSE,),
+    )
+
+
+def _colbert(dimension: int, context_length: int) -> ModelDescription:
+    """A ColBERT model: a vector per token (its projection's width), no dense one; its own files give the rest."""
+    return ModelDescription(
+        architecture="bert",
+        pooling="mean",
+        normalize=False,
+        context_length=context_length,
+        dimension=dimension,
+        outputs=(MULTIVECTOR,),
+    )
+
+
+# Sparse and late-interaction models: Ollama's library has none, so these names are ovembed's own (any such repo
+# also pulls as hf.co/ORG/REPO). All are under open licences (Apache-2.0, colbertv2.0 MIT); naver's own SPLADE
+# checkpoints (CC BY-NC-SA) and jina-colbert-v2 (CC BY-NC, custom code) are left out. bge-m3 gives both outputs
+# beside its dense vector.
+RETRIEVAL_OUTPUTS: tuple[CatalogEntry, ...] = (
+    CatalogEntry("splade-pp-en-v1", ("latest", "110m"), "prithivida/Splade_PP_en_v1", _splade(512)),
+    CatalogEntry(
+        "opensearch-neural-sparse",
+        ("latest", "v1", "133m"),
+        "opensearch-project/opensearch-neural-sparse-encoding-v1",
+        _splade(512),
+    ),
+    CatalogEntry(
+        "answerai-colbert-small", ("latest", "v1", "33m"), "answerdotai/answerai-colbert-small-v1", _colbert(96, 512)
+    ),
+    CatalogEntry("colbertv2", ("latest", "110m"), "colbert-ir/colbertv2.0", _colbert(128, 512)),
+    CatalogEntry(
+        "mxbai-colbert-large", ("latest", "v1", "335m"), "mixedbread-ai/mxbai-colbert-large-v1", _colbert(128, 512)
+    ),
+)
+ENTRIES = (*EMBEDDERS, *RERANKERS, *RETRIEVAL_OUTPUTS)
 
 _INDEX: dict[tuple[str, str], CatalogEntry] = {
     (entry.model.casefold(), tag.casefold()): entry for entry in ENTRIES for tag in entry.tags

@@ -12,16 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 
 from modelstore.architectures import WEIGHT_FORMATS, ArchitectureError, ReadProgress, WeightsError, build_network
 from modelstore.layout import IR_FILE, REPO_CHECKPOINTS, REPO_NETWORKS, first_present, is_checkpoint
 from modelstore.positions import table_positions
-from modelstore.spec import EMBED, RERANK
+from modelstore.spec import EMBED, RERANK, SPARSE
 
 _REQUIRED_INPUTS = ("input_ids", "attention_mask")
 _OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
-# The name of the one output a converted network keeps, per task: the per-token states, or a reranker's logits.
-OUTPUT_NAME = {EMBED: "last_hidden_state", RERANK: "logits"}
+# The name of the one output a converted network keeps, by what the engine reads: the per-token states, a
+# reranker's logits, or a SPLADE network's vocabulary logits pooled into one weight per vocabulary entry.
+OUTPUT_NAME = {EMBED: "last_hidden_state", RERANK: "logits", SPARSE: "sparse_weights"}
+# Where each is found in the source network: by name, else as its only output of that rank.
+_SOURCE_OUTPUTS = {EMBED: (set(_OUTPUT_NAMES), 3), RERANK: ({"logits"}, 2), SPARSE: ({"logits"}, 3)}
+_EXPECTED = {
+    EMBED: "last_hidden_state [batch, tokens, hidden]",
+    RERANK: "logits [batch, labels]",
+    SPARSE: "logits [batch, tokens, vocabulary]",
+}
 _WEIGHT_TYPES = {
     ov.Type.f32: "fp32",
     ov.Type.f16: "fp16",
@@ -70,8 +79,9 @@ def find_network(folder: Path, weights: str | None = None, *, prefer_checkpoint:
 
 
 def _network_output(model: ov.Model, task: str) -> ov.Output:
-    """The per-token hidden states, or a reranker's logits: by name first, else the only output of their rank."""
-    wanted, rank = (set(_OUTPUT_NAMES), 3) if task == EMBED else ({OUTPUT_NAME[RERANK]}, 2)
+    """The per-token hidden states, a reranker's logits or a masked LM's: by name first, else the only output
+    of their rank."""
+    wanted, rank = _SOURCE_OUTPUTS[task]
     for output in model.outputs:
         if output.get_names() & wanted:
             return output
@@ -79,8 +89,18 @@ def _network_output(model: ov.Model, task: str) -> ov.Output:
     if len(of_rank) == 1:
         return of_rank[0]
     names = ", ".join(sorted(n for o in model.outputs for n in o.get_names())) or "(unnamed)"
-    expected = "last_hidden_state [batch, tokens, hidden]" if task == EMBED else "logits [batch, labels]"
-    raise ConversionError(f"network outputs are {names}; expected {expected}")
+    raise ConversionError(f"network outputs are {names}; expected {_EXPECTED[task]}")
+
+
+def _splade_pooled(model: ov.Model, logits: ov.Output) -> ov.Model:
+    """SPLADE's pooling in the graph, so the engine reads one row per text rather than a row per token and
+    vocabulary entry: the max over real tokens of log(1 + relu(logit)), which is 0 where no token weighs."""
+    mask = next(p for p in model.get_parameters() if "attention_mask" in p.output(0).get_names())
+    source = logits.get_node().input_value(0)  # what the model's Result node holds, not the Result itself
+    weights = ops.log(ops.add(ops.relu(source), ops.constant(np.float32(1.0))))
+    real = ops.unsqueeze(ops.convert(mask, "f32"), ops.constant(np.int64(-1)))
+    pooled = ops.reduce_max(ops.multiply(weights, real), ops.constant(np.int64(1)), keep_dims=False)
+    return ov.Model([pooled], model.get_parameters(), model.get_friendly_name())
 
 
 def _weights(model: ov.Model) -> tuple[str, int]:
@@ -127,7 +147,8 @@ def convert_network(
     weights came in (fp16-compressed IR stays compressed, fp32 ONNX stays fp32) and built networks get fp16
     weights; `weights` asks for fp16 or fp32 where the source has fp32, or, for a checkpoint, int8 or int4 weight
     matrices. The engine decides the compute precision. `progress` follows a checkpoint being built. `task`
-    says which output the engine reads: per-token states, or a reranker's logits.
+    says which output the engine reads: per-token states, a reranker's logits, or (SPARSE) a masked LM's logits
+    pooled as SPLADE pools them.
     """
     if weights not in (None, *WEIGHT_FORMATS):
         raise ConversionError(f"weights {weights!r} is not one of {', '.join(WEIGHT_FORMATS)}")
@@ -148,7 +169,10 @@ def convert_network(
     if missing:
         raise ConversionError(f"network inputs are {', '.join(sorted(inputs))}; missing {', '.join(missing)}")
     output = _network_output(model, task)
-    if len(model.outputs) != 1:
+    if task == SPARSE:
+        model = _splade_pooled(model, output)
+        output = model.output(0)
+    elif len(model.outputs) != 1:
         model = ov.Model([output], model.get_parameters(), model.get_friendly_name())
         output = model.output(0)
     output.get_tensor().set_names({OUTPUT_NAME[task]})

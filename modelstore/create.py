@@ -18,10 +18,11 @@ from modelstore.architectures.torch_weights import UnsafeWeights, read_state_dic
 from modelstore.architectures.weights import Checkpoint, ReadProgress, Tensor, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.diskspace import disk_full_message, is_disk_full
+from modelstore.late_interaction import read_colbert
 from modelstore.layout import REPO_HEADS, REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present, head_file
 from modelstore.names import ModelName
 from modelstore.quantize import QuantizeError, Tried, quantization_level, quantize_network
-from modelstore.spec import EMBED, RERANK, ModelDescription, ModelSpec
+from modelstore.spec import EMBED, MULTIVECTOR, RERANK, SPARSE, ModelDescription, ModelSpec
 from modelstore.stconfig import ConfigError, DenseModule, describe_repo, read_dense, within_positions
 from modelstore.store import ModelRecord, ModelStore, Provenance
 
@@ -82,9 +83,35 @@ def _store_dense(dense: list[DenseModule], staged: Path) -> None:
         _save_linear(staged / dense_file(index), weight, bias)
 
 
+def _store_projection(weights: Path, staged: Path, width: int | None) -> tuple[str, ...]:
+    """A ColBERT model's projection of every token (`linear.weight`, and a bias if it has one) as its
+    multi-vector head."""
+    try:
+        checkpoint = Checkpoint.open(weights)
+        weight = checkpoint.get("linear.weight").as_float32()
+        bias = checkpoint.get("linear.bias").as_float32() if "linear.bias" in checkpoint else None
+    except (WeightsError, KeyError) as exc:
+        raise CreateError(f"cannot read the ColBERT projection (linear.weight) in {weights.name}: {exc}") from exc
+    if width and weight.shape[1] != width:
+        raise CreateError(f"the ColBERT projection takes {weight.shape[1]}-wide states and the network gives {width}")
+    _save_linear(staged / head_file(MULTIVECTOR), weight, bias)
+    return (MULTIVECTOR,)
+
+
+def _check_markers(description: ModelDescription, tokenizer: Tokenizer) -> None:
+    """A ColBERT model's query and document markers must be tokens of its tokenizer, as pylate inserts them."""
+    rules = description.late_interaction
+    for marker in (rules.query_prefix, rules.document_prefix) if rules else ():
+        if tokenizer.token_to_id(marker) is None:
+            raise CreateError(f"the ColBERT marker {marker!r} is not a token of the model's tokenizer")
+
+
 def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ...]:
     """FlagEmbedding's heads in the folder (bge-m3's sparse and ColBERT), each as float32 weight and bias beside
-    the network, read without unpickling; the outputs they give."""
+    the network, read without unpickling, or a ColBERT model's projection; the outputs they give."""
+    colbert = read_colbert(folder)
+    if colbert is not None:
+        return _store_projection(colbert.projection, staged, width)
     stored = []
     for output, name in REPO_HEADS.items():
         path = folder / name
@@ -185,11 +212,13 @@ def create_from_folder(
         and description.pooling == "lasttoken"
     )
     patched = _with_end_of_text(loaded) if ends_with_eos else None
+    _check_markers(description, loaded)
     with store.staging() as staged, store.staging() as scratch:
         # Told apart before the staging folders go: OpenVINO's error is a full disk only while it is full.
         try:
             try:
-                output = EMBED if answers else description.task  # a language model's states, then its answer head
+                # A language model's states, then its answer head; a SPLADE model's vocabulary weights.
+                output = EMBED if answers else SPARSE if description.outputs == (SPARSE,) else description.task
                 info = convert_network(_readable(network, scratch), staged, weights, progress, output)
             except ConversionError as exc:
                 raise CreateError(str(exc)) from exc
@@ -204,7 +233,7 @@ def create_from_folder(
             else:
                 dense = read_dense(folder)
                 _store_dense(dense, staged)
-                heads = _store_heads(folder, staged, info.dimension)
+                heads = _store_heads(folder, staged, info.dimension) if output == EMBED else ()
                 dimension = dense[-1].out_features if dense else info.dimension or description.dimension
             if not dimension:
                 raise CreateError(f"cannot tell the embedding size of {network.name}")

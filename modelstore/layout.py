@@ -46,8 +46,11 @@ REPO_CONFIGS = frozenset(
         "tokenizer.json",
         "tokenizer_config.json",
         "special_tokens_map.json",
+        "artifact.metadata",
     }
 )
+# Stanford ColBERT's settings file (markers, lengths), beside its config.json.
+COLBERT_METADATA = "artifact.metadata"
 
 
 # FlagEmbedding's heads on the last hidden states (bge-m3's sparse and ColBERT outputs), by the output each

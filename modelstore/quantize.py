@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from modelstore.calibration import calibration_texts, held_out_texts
 from modelstore.layout import IR_FILE, IR_WEIGHTS_FILE, TOKENIZER_FILE
 from modelstore.network_io import Head, network_inputs
-from modelstore.spec import RERANK, Fidelity, ModelDescription
+from modelstore.spec import DENSE, EMBED, RERANK, Fidelity, ModelDescription
 
 # Ollama's `--quantize` spelling first; "int8" says the same.
 QUANTIZE_LEVELS = {"q8_0": "q8_0", "int8": "q8_0"}
@@ -208,6 +208,11 @@ def quantize_network(
     if description.pair_format:
         raise QuantizeError(
             "q8_0 is made for embedding models and cross-encoders; a language-model reranker keeps its weights' "
+            "precision (try --weights int8 for its memory)"
+        )
+    if description.task == EMBED and DENSE not in description.outputs:
+        raise QuantizeError(
+            "q8_0 is measured on dense vectors, and a SPLADE or ColBERT model gives none; it keeps its weights' "
             "precision (try --weights int8 for its memory)"
         )
     nncf = _nncf()

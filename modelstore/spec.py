@@ -9,11 +9,44 @@ POOLING_MODES = ("mean", "cls", "lasttoken")
 # What a model is for: embedding texts, or scoring (query, document) pairs as a cross-encoder does.
 EMBED = "embed"
 RERANK = "rerank"
+# What an embedding model gives per input: a dense vector, a sparse one (token id -> weight, as bge-m3's lexical
+# weights and SPLADE's) and a vector per token (ColBERT's late interaction), in this order.
+DENSE = "dense"
+SPARSE = "sparse"
+MULTIVECTOR = "multivector"
+OUTPUTS = (DENSE, SPARSE, MULTIVECTOR)
+
+
+def is_masked_lm(config: dict[str, Any]) -> bool:
+    """A transformers config.json for a masked language model: as an embedder, a SPLADE model, whose sparse
+    vector is read off its vocabulary logits."""
+    return any(str(a).endswith("ForMaskedLM") for a in config.get("architectures") or ())
 
 
 def is_cross_encoder(config: dict[str, Any]) -> bool:
     """A transformers config.json for a sequence classifier: a reranker, scoring the pair it is given."""
     return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or ())
+
+
+@dataclass(frozen=True)
+class LateInteraction:
+    """How a ColBERT model makes its token vectors (pylate's and Stanford ColBERT's rules): a marker token after
+    [CLS] says query or document; a query is padded with [MASK] to `query_length` (its expansion tokens, attended
+    to or not, each give a vector); a document is cut at `document_length` and drops the vectors of `skiplist`
+    tokens (punctuation)."""
+
+    query_prefix: str
+    document_prefix: str
+    query_length: int
+    document_length: int
+    expand_queries: bool = True
+    attend_to_expansion: bool = False
+    skiplist: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LateInteraction:
+        values = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**{**values, "skiplist": tuple(str(w) for w in data.get("skiplist") or ())})
 
 
 @dataclass(frozen=True)
@@ -42,6 +75,10 @@ class ModelDescription:
     # longer context it claimed where the network holds fewer positions, which then cut it (0: nothing cut).
     context_from: str = ""
     context_claimed: int = 0
+    # What an embedding model serves (OUTPUTS); a reranker has its own task and ignores this.
+    outputs: tuple[str, ...] = (DENSE,)
+    # A ColBERT model's input rules; None for every other model.
+    late_interaction: LateInteraction | None = None
 
     def context_note(self) -> str:
         """Why the context is shorter than a config says, in words for the person who made the model; or ""."""
@@ -84,7 +121,8 @@ class ModelSpec(ModelDescription):
     parameter_count: int = field(kw_only=True)
     quantization: str = field(default="", kw_only=True)
     fidelity: Fidelity | None = field(default=None, kw_only=True)
-    # The outputs whose heads are stored beside the network (layout.head_file): sparse, multivector.
+    # The outputs whose heads are stored beside the network (layout.head_file): sparse, multivector. They are
+    # among `outputs` too.
     heads: tuple[str, ...] = field(default=(), kw_only=True)
 
     @classmethod
@@ -98,8 +136,13 @@ class ModelSpec(ModelDescription):
         fidelity: Fidelity | None = None,
         heads: tuple[str, ...] = (),
     ) -> ModelSpec:
+        served = {*description.outputs, *heads}
         return cls(
-            **asdict(description),
+            **{
+                **asdict(description),
+                "outputs": tuple(o for o in OUTPUTS if o in served),
+                "late_interaction": description.late_interaction,  # asdict made it a dict
+            },
             precision=precision,
             parameter_count=parameter_count,
             quantization=quantization,
@@ -130,4 +173,8 @@ class ModelSpec(ModelDescription):
             quantization=str(data.get("quantization") or ""),
             fidelity=Fidelity.from_json(data["fidelity"]) if data.get("fidelity") else None,
             heads=tuple(str(h) for h in data.get("heads") or ()),
+            outputs=tuple(str(o) for o in data.get("outputs") or (DENSE,)),
+            late_interaction=LateInteraction.from_json(data["late_interaction"])
+            if data.get("late_interaction")
+            else None,
         )

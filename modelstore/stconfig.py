@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from modelstore.catalog import language_model_reranker
-from modelstore.spec import RERANK, ModelDescription, is_cross_encoder
+from modelstore.late_interaction import ColbertError, is_pylate_module, read_colbert
+from modelstore.spec import (
+    MULTIVECTOR,
+    RERANK,
+    SPARSE,
+    LateInteraction,
+    ModelDescription,
+    is_cross_encoder,
+    is_masked_lm,
+)
 
 _LEGACY_POOLING_FLAGS = {
     "pooling_mode_cls_token": "cls",
@@ -81,9 +90,12 @@ _DENSE_ACTIVATION_CLASSES = {
 
 
 def read_dense(folder: Path) -> list[DenseModule]:
-    """The Dense modules after pooling, in order, as sentence-transformers applies them."""
+    """The Dense modules after pooling, in order, as sentence-transformers applies them (pylate's projection
+    of every token is a ColBERT model's, late_interaction.py)."""
     dense = []
     for module in _modules_of(_load(folder / "modules.json") or [], "Dense"):
+        if is_pylate_module(module):
+            continue
         where = folder / str(module.get("path", ""))
         config = _load(where / "config.json") or {}
         activation = _DENSE_ACTIVATION_CLASSES.get(str(config.get("activation_function")))
@@ -174,6 +186,49 @@ def describe_cross_encoder(model_config: dict[str, Any], context_length: int, co
     )
 
 
+def describe_splade(
+    folder: Path, model_config: dict[str, Any], modules: list[dict[str, Any]], context_length: int, context_from: str
+) -> ModelDescription:
+    """A SPLADE model: its masked LM's logits pooled over tokens into one weight per vocabulary entry, as naver's
+    SPLADE and sentence-transformers' SpladePooling (max, relu) do; the only output it gives is sparse."""
+    module = _module(modules, "SpladePooling")
+    config = (_load(folder / module.get("path", "1_SpladePooling") / "config.json") or {}) if module else {}
+    strategy, act = config.get("pooling_strategy", "max"), config.get("activation_function", "relu")
+    if (strategy, act) != ("max", "relu"):
+        raise ConfigError(f"SpladePooling with {strategy} pooling and {act}: ovembed pools SPLADE as max and relu")
+    vocabulary = model_config.get("vocab_size")
+    return ModelDescription(
+        architecture=str(model_config.get("model_type") or "unknown"),
+        pooling="cls",  # unused: the network pools itself
+        normalize=False,
+        context_length=context_length,
+        context_from=context_from,
+        dimension=int(vocabulary) if isinstance(vocabulary, int) else 0,
+        outputs=(SPARSE,),
+    )
+
+
+def describe_colbert(
+    model_config: dict[str, Any], rules: LateInteraction, fallback: ModelDescription | None
+) -> ModelDescription:
+    """A ColBERT model: a vector per token and no dense one. Its context is the document length, as pylate cuts
+    documents there whatever the tokenizer allows (a catalog entry may lower it)."""
+    context, context_from = rules.document_length, "the ColBERT document length"
+    if fallback is not None and fallback.context_length < context:
+        context, context_from = fallback.context_length, "ovembed's catalog"
+    hidden = model_config.get("hidden_size")
+    return ModelDescription(
+        architecture=str(model_config.get("model_type") or "unknown"),
+        pooling="mean",  # no dense output; what the precision measurement compares
+        normalize=False,
+        context_length=context,
+        context_from=context_from,
+        dimension=int(hidden) if isinstance(hidden, int) else 0,
+        outputs=(MULTIVECTOR,),
+        late_interaction=rules,
+    )
+
+
 def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: str | None = None) -> ModelDescription:
     """What a sentence-transformers-style folder says about its model.
 
@@ -198,6 +253,14 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: 
         context, context_from = fallback.context_length, "ovembed's catalog"
     if cross_encoder:
         return describe_cross_encoder(model_config, context, context_from)
+    if is_masked_lm(model_config):
+        return describe_splade(folder, model_config, modules, context, context_from)
+    try:
+        colbert = read_colbert(folder)
+    except ColbertError as exc:
+        raise ConfigError(str(exc)) from exc
+    if colbert is not None:
+        return describe_colbert(model_config, colbert.rules, fallback)
     if fallback is not None and fallback.task == RERANK:  # a language-model reranker: its config is an LM's
         return replace(fallback, context_length=context, context_from=context_from)
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}

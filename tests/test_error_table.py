@@ -23,6 +23,7 @@ from modelstore.store import ModelStore
 from tests.conftest import serving
 from tests.contract import NATIVE_JSON
 from tests.test_convert import FIXTURES
+from tests.test_outputs import with_heads
 from tests.tinymodel import build_faulty_model, build_tiny_model
 
 LONG_TEXT = " ".join(["water"] * 200)
@@ -49,6 +50,10 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
     # Two different rerankers, so TEI's unnamed model is ambiguous (copies of one model would count once).
     for name, fixture in (("reranker", "bert-rerank"), ("reranker-too", "xlm-roberta-rerank")):
         create_from_folder(store, parse_name(name), FIXTURES / fixture)
+    # Two models with sparse vectors (bge-m3's layout) and a SPLADE model, for TEI's /embed_sparse.
+    for name, seed in (("m3", 8), ("m3-too", 9)):
+        create_from_folder(store, parse_name(name), with_heads(build_tiny_model(root / name, pooling="cls", seed=seed)))
+    create_from_folder(store, parse_name("splade"), FIXTURES / "bert-splade")
     return root
 
 
@@ -109,6 +114,31 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
         {"query": "q", "texts": ["a"]},
         400,
         'name the reranker in "model": 2 are installed, and only one can be the default',
+    ),
+    ("INPUTS_EMPTY", "POST", "/embed_sparse", {"model": "m3", "inputs": []}, 422, "`inputs` cannot be empty"),
+    (
+        "SPARSE_UNNAMED",
+        "POST",
+        "/embed_sparse",
+        {"inputs": "a"},
+        400,
+        'name the model in "model": 3 with sparse vectors are installed, and only one can be the default',
+    ),
+    (
+        "NoDenseOutput",
+        "POST",
+        "/api/embed",
+        {"model": "splade", "input": "x"},
+        400,
+        '"splade:latest" gives no dense embedding, only sparse: ask /api/embed for it with "sparse": true',
+    ),
+    (
+        "INPUT_TYPE",
+        "POST",
+        "/api/embed",
+        {"model": "tiny", "input": "x", "input_type": "passage"},
+        400,
+        'input_type "passage" is not one of query, document, search_query, search_document',
     ),
     ("MISSING_BODY", "POST", "/api/embed", b"", 400, "missing request body"),
     ("BAD_JSON", "POST", "/api/embed", b'{"model": "tiny"', 400, "unexpected EOF"),
@@ -272,6 +302,7 @@ ELSEWHERE = {
     "Stopping": "tests/test_load.py::"
     "test_requests_still_running_at_the_shutdown_bound_are_answered_503_and_the_daemon_exits_0",
     "BODY_STALLED": "tests/test_api_embed.py::test_stalled_clients_lose_their_connection_and_a_slow_one_is_served",
+    "MultivectorTooLarge": "tests/test_outputs.py::test_token_vectors_past_their_bound_are_refused_before_they_run",
 }
 
 
@@ -281,8 +312,8 @@ def _send(client: TestClient, method: str, path: str, body: Any) -> Any:
 
 
 def test_every_row_is_reached_here_or_named_with_the_test_that_reaches_it() -> None:
-    # QueueFull and NO_RERANKER: the tests of their own below.
-    covered = {case[0] for case in CASES} | {"QueueFull", "NO_RERANKER"}
+    # QueueFull, NO_RERANKER and NO_SPARSE_MODEL: the tests of their own below.
+    covered = {case[0] for case in CASES} | {"QueueFull", "NO_RERANKER", "NO_SPARSE_MODEL"}
     assert covered.isdisjoint(ELSEWHERE)
     assert covered | set(ELSEWHERE) == every_row()
 
@@ -298,7 +329,7 @@ def test_each_row_answers_ollamas_status_and_text(
         assert response.headers["content-type"] == "application/json"
         assert error["type"] == {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
         message = error["message"]
-    elif path == "/rerank":  # TEI's shape
+    elif path in ("/rerank", "/embed_sparse"):  # TEI's shape
         assert response.json()["error_type"] == "validation" if status < 500 else "backend"
         message = response.json()["error"]
     else:
@@ -321,6 +352,18 @@ def test_teis_shape_with_no_reranker_installed_says_to_pull_one(tmp_path: Path) 
             404,
             {
                 "error": "no reranker is installed: pull one (ovembed pull bge-reranker-v2-m3) and send again",
+                "error_type": "validation",
+            },
+        )
+
+
+def test_teis_sparse_shape_with_no_sparse_model_installed_says_to_pull_one(tmp_path: Path) -> None:
+    for empty in _client(tmp_path):
+        response = empty.post("/embed_sparse", json={"inputs": "a"})
+        assert (response.status_code, response.json()) == (
+            404,
+            {
+                "error": "no model with sparse vectors is installed: pull one (ovembed pull bge-m3) and send again",
                 "error_type": "validation",
             },
         )

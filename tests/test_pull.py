@@ -184,6 +184,14 @@ class Models:
         self.m3_heads = _add_unused_weights(_bge_m3_like(root / "m3-heads", seed=7), PICKLES)
         for head in REPO_HEADS.values():
             shutil.copyfile(FIXTURES / "torch-weights" / head, self.m3_heads / head)
+        # A SPLADE model and a ColBERT model in pylate's and in Stanford's layout, each beside a pickle of itself.
+        self.splade = _add_unused_weights(shutil.copytree(FIXTURES / "bert-splade", root / "splade"), PICKLES)
+        self.colbert = _add_unused_weights(
+            shutil.copytree(FIXTURES / "bert-colbert", root / "colbert"), (*PICKLES, "1_Dense/pytorch_model.bin")
+        )
+        self.stanford = _add_unused_weights(
+            shutil.copytree(FIXTURES / "bert-colbert-stanford", root / "stanford"), PICKLES
+        )
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +238,9 @@ REPOS = {
     "ovembed-test/shared-store": "tiny",
     "ovembed-test/quantized": "tiny",
     "ovembed-test/m3-heads": "m3_heads",
+    "ovembed-test/splade": "splade",
+    "ovembed-test/colbert": "colbert",
+    "ovembed-test/colbert-stanford": "stanford",
     "ovembed-test/unfaithful": "tiny",
 }
 GATED = "ovembed-test/gated"
@@ -1378,3 +1389,25 @@ def test_a_bge_m3_pull_fetches_its_two_heads_and_no_other_pickle(app: Served, hu
     assert set(REPO_HEADS.values()) <= fetched
     assert not any(path.endswith((".bin", ".pt", ".pkl")) for path in fetched - set(REPO_HEADS.values())), fetched
     assert show(app, f"hf.co/{repo}")["model_info"]["ovembed.heads"] == ["sparse", "multivector"]
+
+
+@pytest.mark.parametrize(
+    ("repo", "output", "asked"),
+    [
+        ("ovembed-test/splade", "sparse", {"sparse": True}),
+        ("ovembed-test/colbert", "multivector", {"multivector": True, "input_type": "query"}),
+        ("ovembed-test/colbert-stanford", "multivector", {"multivector": True}),
+    ],
+)
+def test_sparse_and_colbert_repos_pull_and_serve_their_output(
+    app: Served, hub: FakeHub, repo: str, output: str, asked: dict[str, Any]
+) -> None:
+    """Each layout's own files are fetched (pylate's projection, Stanford's artifact.metadata), no pickle."""
+    assert pull(app, f"hf.co/{repo}").json() == {"status": "success"}
+    fetched = set(file_gets(hub, repo))
+    assert not any(path.endswith((".bin", ".pt", ".pkl")) for path in fetched), fetched
+    assert show(app, f"hf.co/{repo}")["capabilities"] == [output]
+    answer = app.http.post("/api/embed", json={"model": f"hf.co/{repo}", "input": ["why is the sky blue?"], **asked})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["embeddings"] == []
+    assert len(answer.json()[f"{output}_embeddings"]) == 1

@@ -153,6 +153,16 @@ def test_a_language_model_reranker_is_not_quantized(tmp_path: Path) -> None:
         create_from_folder(store, parse_name("r"), FIXTURES / "qwen3-rerank", task="rerank", quantize="q8_0")
 
 
+@pytest.mark.parametrize("fixture", ["bert-splade", "bert-colbert"])
+def test_a_model_without_dense_vectors_is_not_quantized(tmp_path: Path, fixture: str) -> None:
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(
+        CreateError, match="q8_0 is measured on dense vectors, and a SPLADE or ColBERT model gives none"
+    ):
+        create_from_folder(store, parse_name("s"), FIXTURES / fixture, quantize="q8_0")
+    assert store.list() == []
+
+
 def test_without_nncf_the_message_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nncf", None)
     with pytest.raises(QuantizeError, match=r"pip install 'ovembed\[quantize\]'"):

@@ -27,6 +27,8 @@ from modelstore.store import ModelStore
 from tests.conftest import REPO, serving
 from tests.fakehub import FakeHub, running_hub
 from tests.test_convert import FIXTURES
+from tests.test_outputs import with_heads
+from tests.tinymodel import build_tiny_model
 
 PACKAGES = tuple(str(REPO / package) + "/" for package in ("daemon", "modelstore"))
 # Functions a module hands down to be called back: entering the module again through one is no doubling back.
@@ -114,6 +116,7 @@ def store_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path
     store = ModelStore(root / "models")
     create_from_folder(store, parse_name("tiny"), tiny_dir)
     create_from_folder(store, parse_name("rerank"), FIXTURES / "bert-rerank")
+    create_from_folder(store, parse_name("m3"), with_heads(build_tiny_model(root / "m3", pooling="cls")))
     return root
 
 
@@ -125,6 +128,7 @@ def client(store_root: Path) -> Iterator[TestClient]:
         # Loaded before tracing: a load compiles on a thread of its own, which is not a request's walk.
         assert running.post("/api/embed", json={"model": "tiny"}).status_code == 200
         assert running.post("/api/rerank", json={"model": "rerank", "documents": []}).status_code == 200
+        assert running.post("/api/embed", json={"model": "m3"}).status_code == 200
         yield running
 
 
@@ -132,6 +136,11 @@ WALKS = {
     "embed": ("/api/embed", {"model": "tiny", "input": ["why is the sky blue?", "water runs down the road"]}),
     "rerank": ("/api/rerank", {"model": "rerank", "query": "why is the sky blue?", "documents": ["sky", "bread"]}),
     "openai": ("/v1/embeddings", {"model": "tiny", "input": "why is the sky blue?"}),
+    "sparse and multivector": (
+        "/api/embed",
+        {"model": "m3", "input": ["why is the sky blue?", "water"], "sparse": True, "multivector": True},
+    ),
+    "tei sparse": ("/embed_sparse", {"inputs": ["why is the sky blue?", "water"]}),
     "an error from below": ("/api/rerank", {"model": "tiny", "query": "q", "documents": ["d"]}),
 }
 

@@ -88,16 +88,11 @@ def build_tiny_model(
     return dest
 
 
-def reference_vectors(dest: Path, texts: list[str]) -> np.ndarray:
-    """Expected sentence embeddings for ``texts``, each computed alone in float64 numpy.
-
-    Everything (pooling, normalisation, max_seq_length, sizes, seed) is read back from the folder's
-    own files, so this works for any variant ``build_tiny_model`` produced.
-    """
+def reference_states(dest: Path, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each text's token ids and its network's token states [tokens, hidden], computed alone in float64 numpy,
+    with the folder's own sizes, seed and max_seq_length."""
     config = _read_json(dest / "config.json")
     max_seq_length = _read_json(dest / "sentence_bert_config.json")["max_seq_length"]
-    pool_cfg = _read_json(dest / "1_Pooling" / "config.json")
-    normalize = any(m["type"].endswith(".Normalize") for m in _read_json(dest / "modules.json"))
     weights = {
         k: v.astype(np.float64)
         for k, v in _weights(config["vocab_size"], config["hidden_size"], config["tiny_seed"]).items()
@@ -112,7 +107,22 @@ def reference_vectors(dest: Path, texts: list[str]) -> np.ndarray:
         e = weights["word_embeddings"][ids] + weights["position_embeddings"][: len(ids)]
         e = e + weights["token_type_embeddings"][types]
         ctx = e.mean(axis=0)  # a lone text has no padding, so the masked mean is the plain mean
-        h = np.tanh(e @ weights["dense.weight"] + ctx @ weights["context.weight"] + weights["dense.bias"])
+        out.append(
+            (ids, np.tanh(e @ weights["dense.weight"] + ctx @ weights["context.weight"] + weights["dense.bias"]))
+        )
+    return out
+
+
+def reference_vectors(dest: Path, texts: list[str]) -> np.ndarray:
+    """Expected sentence embeddings for ``texts``, each computed alone in float64 numpy.
+
+    Everything (pooling, normalisation, max_seq_length, sizes, seed) is read back from the folder's
+    own files, so this works for any variant ``build_tiny_model`` produced.
+    """
+    pool_cfg = _read_json(dest / "1_Pooling" / "config.json")
+    normalize = any(m["type"].endswith(".Normalize") for m in _read_json(dest / "modules.json"))
+    out = []
+    for _, h in reference_states(dest, texts):
         if pool_cfg["pooling_mode_cls_token"]:
             vec = h[0]
         elif pool_cfg.get("pooling_mode_lasttoken"):

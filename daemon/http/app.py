@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from daemon.http import metrics, ollama, openai, pull, rerank
+from daemon.http import metrics, ollama, openai, pull, rerank, tei
 from daemon.http.errors import HANDLED, answer
 from daemon.http.guard import Guard
 from daemon.http.observe import Observe
@@ -42,7 +42,7 @@ def create_app(parts: Parts) -> Starlette:
             await parts.close()
 
     handlers = {404: _routing_error, 405: _routing_error, Exception: answer, **dict.fromkeys(HANDLED, answer)}
-    routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *rerank.ROUTES, *metrics.ROUTES]
+    routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *rerank.ROUTES, *tei.ROUTES, *metrics.ROUTES]
     return Starlette(
         routes=routes,
         middleware=[

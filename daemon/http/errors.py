@@ -24,6 +24,8 @@ from daemon.inference.errors import (
     ModelDamaged,
     ModelDeleted,
     ModelLoadFailed,
+    MultivectorTooLarge,
+    NoDenseOutput,
     NonFiniteEmbedding,
     QueueFull,
     Stopping,
@@ -105,6 +107,14 @@ class Err:
     RERANKER_UNNAMED = Reply(
         400, 'name the reranker in "model": {count} are installed, and only one can be the default'
     )
+    INPUT_TYPE = Reply(400, 'input_type "{value}" is not one of query, document, search_query, search_document')
+    INPUTS_EMPTY = Reply(422, "`inputs` cannot be empty")  # TEI's validation error
+    NO_SPARSE_MODEL = Reply(
+        404, "no model with sparse vectors is installed: pull one (ovembed pull bge-m3) and send again"
+    )
+    SPARSE_UNNAMED = Reply(
+        400, 'name the model in "model": {count} with sparse vectors are installed, and only one can be the default'
+    )
 
 
 _MISSING = "pull model manifest: file does not exist: "  # Ollama's words for a pull of what the registry lacks
@@ -123,6 +133,10 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "target": lambda exc: f"{exc.file} from hf.co/{exc.repo}" if exc.file else f"hf.co/{exc.repo}",
     "answer": lambda exc: "an error" if exc.status is None else str(exc.status),
     "kept": _kept,
+    "given": lambda exc: " and ".join(exc.outputs),
+    "size_text": lambda exc: human_bytes(exc.size),
+    "limit_text": lambda exc: human_bytes(exc.limit),
+    "ask": lambda exc: " or ".join(f'"{output}": true' for output in exc.outputs),
 }
 
 
@@ -131,11 +145,17 @@ PHRASES: dict[str, Callable[[Any], str]] = {
 RAISED: dict[type[Exception], Reply] = {
     QueueFull: Reply(503, "server busy, please try again.  maximum pending requests exceeded"),
     WrongTask: Reply(400, '"{name}" does not support {task}'),
+    NoDenseOutput: Reply(400, '"{name}" gives no dense embedding, only {given}: ask /api/embed for it with {ask}'),
     Stopping: Reply(503, "ovembed is shutting down and could not finish this request in time; send it again later"),
     TooManyInputs: Reply(400, "too many inputs: {count}, this server accepts {limit} per request (OVEMBED_MAX_INPUTS)"),
     InputTooLong: Reply(400, "the input length exceeds the context length"),
     ContextTooSmall: Reply(400, "input after truncation exceeds maximum context length"),
     NonFiniteEmbedding: Reply(400, "embedding contains NaN or Inf values"),
+    MultivectorTooLarge: Reply(
+        400,
+        "the token vectors of these inputs would take {size_text} as float32, over OVEMBED_MAX_MULTIVECTOR_MB "
+        "({limit_text}): send fewer or shorter inputs per request",
+    ),
     ModelDeleted: Reply(404, 'model "{name}" not found, try pulling it first'),
     ModelDamaged: Reply(
         500,
@@ -224,7 +244,13 @@ def tei_error(error: ApiError) -> PlainJSON:
 
 
 # The error shape of each API family, by path; anything else is Ollama's.
-_SHAPES = (("/v1/rerank", cohere_error), ("/v2/rerank", cohere_error), ("/rerank", tei_error), ("/v1/", openai_error))
+_SHAPES = (
+    ("/v1/rerank", cohere_error),
+    ("/v2/rerank", cohere_error),
+    ("/rerank", tei_error),
+    ("/embed_sparse", tei_error),
+    ("/v1/", openai_error),
+)
 
 
 async def answer(request: Request, exc: Exception) -> Response:

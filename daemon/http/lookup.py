@@ -38,3 +38,14 @@ def installed(store: ModelStore, name: ModelName, missing: Reply, shown: str) ->
 def name_field(fields: Fields) -> str:
     """Old ollama-python and ollama-js send `name` where current clients send `model`."""
     return fields.string("model") or fields.string("name")
+
+
+def only_model(candidates: list[ModelRecord], none: Reply, many: Reply) -> ModelRecord:
+    """TEI serves one model; here a request that names none gets the store's only model for its task, of the
+    `candidates` the route picked (names that are copies of one model count once), or `none` or `many`."""
+    models = {r.digest: r for r in candidates}
+    if not models:
+        raise none()
+    if len(models) > 1:
+        raise many(count=len(models))
+    return next(iter(models.values()))

@@ -21,7 +21,9 @@ from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, empty_ok
 from daemon.http.routing import get_only
 from daemon.http.state import note_work, runtime_of, store_of
-from daemon.inference.embed import EmbedOptions
+from daemon.http.vectors import encoding_format, sparse_object, vectors
+from daemon.inference.embed import Embedded, EmbedOptions
+from modelstore.spec import DENSE, MULTIVECTOR, SPARSE
 from modelstore.store import ModelRecord, ModelStore
 
 OLLAMA_VERSION = "0.12.10"
@@ -38,7 +40,37 @@ def embed_inputs(value: Any) -> list[str]:
     raise Err.INVALID_INPUT_TYPE()
 
 
+# `input_type`, as Voyage names it and Cohere too (Cohere's values are the search_ ones): a ColBERT model marks
+# and pads queries unlike documents. Documents by default, as fastembed's `embed` (its `query_embed` for queries).
+_INPUT_TYPES = {"query": True, "search_query": True, "document": False, "search_document": False}
+
+
+def _extras(fields: Fields) -> frozenset[str]:
+    """ovembed's additions to /api/embed: `"sparse": true` and `"multivector": true` ask for those outputs."""
+    return frozenset(output for output in (SPARSE, MULTIVECTOR) if fields.boolean(output) is True)
+
+
+def _queries(fields: Fields) -> bool:
+    """Whether `input_type` says the texts are queries."""
+    value = fields.string("input_type") or "document"
+    if value.lower() not in _INPUT_TYPES:
+        raise Err.INPUT_TYPE(value=value)
+    return _INPUT_TYPES[value.lower()]
+
+
+def _outputs(record: ModelRecord, result: Embedded, encoding: str) -> dict[str, Any]:
+    """The answer's vectors: `embeddings` (empty for a model without dense vectors), and the outputs asked."""
+    dense = vectors(result.vectors, encoding) if DENSE in record.spec.outputs else []
+    answer: dict[str, Any] = {"embeddings": dense}
+    if result.sparse:
+        answer["sparse_embeddings"] = [sparse_object(v) for v in result.sparse]
+    if result.multivector:
+        answer["multivector_embeddings"] = [vectors(tokens, encoding) for tokens in result.multivector]
+    return answer
+
+
 async def embed(request: Request) -> Response:
+    """Ollama's fields, and ovembed's `sparse`, `multivector` and `encoding_format` (base64, as OpenAI's)."""
     started = time.perf_counter()
     fields = await read_fields(request, "EmbedRequest")
     model_text = fields.string("model")
@@ -46,18 +78,20 @@ async def embed(request: Request) -> Response:
     dimensions = fields.integer("dimensions")
     keep_alive = fields.keep_alive()
     options = fields.options()
+    extras, encoding, queries = _extras(fields), encoding_format(fields), _queries(fields)
     # Ollama's order: the name's grammar, then the input's type, then whether the model is installed.
     name = parse_embed_model(model_text)
     texts = embed_inputs(fields.raw("input"))
     record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
-    asked = EmbedOptions(keep_alive, truncate is not False, check_options(options).get("num_ctx", 0), dimensions)
+    num_ctx = check_options(options).get("num_ctx", 0)
+    asked = EmbedOptions(keep_alive, truncate is not False, num_ctx, dimensions, extras=extras, queries=queries)
     async with cancelled_on_disconnect(request):
         result = await runtime_of(request).embed(record, texts, asked)
     note_work(request, len(texts), result.token_count)
     if not texts:
         return OllamaJSON({"model": model_text, "embeddings": []})
     timings = views.timings(started, result.load_seconds, result.token_count)
-    return OllamaJSON({"model": model_text, "embeddings": result.vectors, **timings})
+    return OllamaJSON({"model": model_text, **_outputs(record, result, encoding), **timings})
 
 
 async def embeddings(request: Request) -> Response:

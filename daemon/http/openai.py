@@ -7,10 +7,8 @@ shape under /v1 (daemon/http/errors.py).
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,10 +21,9 @@ from daemon.http.request import read_fields
 from daemon.http.responses import PlainJSON
 from daemon.http.routing import get_only
 from daemon.http.state import note_work, runtime_of, store_of
+from daemon.http.vectors import encoding_format, vectors
 from daemon.inference.embed import EmbedOptions
 from modelstore.names import InvalidName, parse_name
-
-_FORMATS = ("float", "base64")
 
 
 def _inputs(value: Any) -> list[str]:
@@ -40,27 +37,18 @@ def _inputs(value: Any) -> list[str]:
     raise Err.INVALID_INPUT_TYPE()
 
 
-def to_base64(vector: np.ndarray) -> str:
-    """OpenAI's base64 encoding: float32 little-endian bytes."""
-    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-
-
 async def embeddings(request: Request) -> Response:
     fields = await read_fields(request, "EmbedRequest")
     model_text = fields.string("model")
     dimensions = fields.integer("dimensions")
-    encoding = fields.string("encoding_format") or "float"
-    if encoding.lower() not in _FORMATS:
-        raise Err.BAD_ENCODING_FORMAT(value=encoding)
+    encoding = encoding_format(fields)
     texts = _inputs(fields.raw("input"))
     record = installed(store_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
     async with cancelled_on_disconnect(request):
         result = await runtime_of(request).embed(record, texts, EmbedOptions(dimensions=dimensions))
     note_work(request, len(texts), result.token_count)
-    as_base64 = encoding.lower() == "base64"
     data = [
-        {"object": "embedding", "embedding": to_base64(v) if as_base64 else v, "index": i}
-        for i, v in enumerate(result.vectors)
+        {"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors(result.vectors, encoding))
     ]
     usage = {"prompt_tokens": result.token_count, "total_tokens": result.token_count}
     return PlainJSON({"object": "list", "data": data, "model": model_text, "usage": usage})

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from daemon.http import views
 from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err
-from daemon.http.lookup import installed, parse_embed_model
+from daemon.http.lookup import installed, only_model, parse_embed_model
 from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, PlainJSON
 from daemon.http.state import note_work, runtime_of, store_of
@@ -124,17 +124,6 @@ async def cohere_rerank(request: Request) -> Response:
     )
 
 
-def _only_reranker(request: Request) -> ModelRecord:
-    """TEI serves one model; here the request may name one, else the store's only reranker is it (names that
-    are copies of one model count once)."""
-    rerankers = {r.digest: r for r in store_of(request).list() if r.spec.task == RERANK}
-    if not rerankers:
-        raise Err.NO_RERANKER()
-    if len(rerankers) > 1:
-        raise Err.RERANKER_UNNAMED(count=len(rerankers))
-    return next(iter(rerankers.values()))
-
-
 async def tei_rerank(request: Request) -> Response:
     """TEI's `{"query", "texts", "raw_scores"?, "return_text"?, "truncate"?}` -> `[{"index", "score", "text"?}]`.
 
@@ -151,7 +140,8 @@ async def tei_rerank(request: Request) -> Response:
     if model_text:
         record = installed(store_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
     else:
-        record = _only_reranker(request)
+        rerankers = [r for r in store_of(request).list() if r.spec.task == RERANK]
+        record = only_model(rerankers, Err.NO_RERANKER, Err.RERANKER_UNNAMED)
     reranked = await _rerank(request, record, query, texts, options)
     return PlainJSON(
         [

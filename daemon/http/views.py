@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from daemon.inference.residency import Resident
-from modelstore.spec import EMBED, RERANK, Fidelity
+from modelstore.spec import DENSE, RERANK, Fidelity
 from modelstore.store import ModelRecord, Provenance
 
 # Ollama's GGUF pooling_type enum (ml/nn/pooling): the number clients see in model_info.
 _POOLING_TYPE = {"mean": 1, "cls": 2, "lasttoken": 3}
-# `capabilities` in /api/show: Ollama's word for an embedding model, and "rerank" for a cross-encoder.
-CAPABILITIES = {EMBED: "embedding", RERANK: "rerank"}
+# `capabilities` in /api/show: Ollama's word for a model's dense vectors; "sparse" and "multivector" are kept.
+CAPABILITIES = {DENSE: "embedding"}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -108,6 +108,13 @@ def _pulled_from(provenance: Provenance) -> dict[str, Any]:
     return info
 
 
+def capabilities(record: ModelRecord) -> list[str]:
+    """ "rerank" for a reranker; an embedding model's outputs, "embedding" for its dense vectors."""
+    if record.spec.task == RERANK:
+        return ["rerank"]
+    return [CAPABILITIES.get(output, output) for output in record.spec.outputs]
+
+
 def show(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
     """`compute_precision` is the engine's for this model: forced, measured, or `auto` until first loaded."""
     name = record.name.display
@@ -123,7 +130,7 @@ def show(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
         "parameters": parameters,
         "details": details(record),
         "model_info": model_info(record, compute_precision),
-        "capabilities": [CAPABILITIES.get(record.spec.task, "embedding")],
+        "capabilities": capabilities(record),
         "modified_at": rfc3339(record.modified_at),
     }
 

@@ -22,16 +22,18 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from daemon.inference.engine import LoadedModel
-from daemon.inference.errors import ContextTooSmall, InferenceFailed, InputTooLong
+from daemon.inference.engine import LoadedModel, Rows
+from daemon.inference.errors import ContextTooSmall, InferenceFailed, InputTooLong, MultivectorTooLarge
 from daemon.inference.tokenize import TokenizedText
 from daemon.metrics import BATCH_PADDING, BATCH_TEXTS, INFERENCE_SECONDS
 from modelstore.convert import openvino_reason
+from modelstore.network_io import SparseVector
+from modelstore.spec import MULTIVECTOR, SPARSE
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,24 @@ INLINE_TOKENIZE_CHARS = 4096
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """How large a batch may grow: padded tokens and texts."""
+    """How large a batch may grow: padded tokens and texts; and how many bytes of float32 token vectors one
+    request may ask for, so an answer of multi-vectors stays within memory (OVEMBED_MAX_MULTIVECTOR_MB)."""
 
     max_tokens: int
     max_texts: int
+    max_multivector_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True)
 class Pooled:
     """An embedding model's output: each text's pooled vector (after its Dense layers, not normalized), in
-    input order, and each text's tokens that went through the network (the vector cache keeps them with it)."""
+    input order, and each text's tokens that went through the network (the vector cache keeps them with it);
+    with each text's sparse vector and token vectors where the request asked for them."""
 
     vectors: np.ndarray
     lengths: list[int]
+    sparse: list[SparseVector] | None = None
+    multivector: list[np.ndarray] | None = None
 
     @property
     def token_count(self) -> int:
@@ -73,21 +80,29 @@ class Logits:
 
 @dataclass(eq=False)
 class Job:
-    """One request's inputs; finished when every input has its row of the network's output."""
+    """One request's inputs; finished when every input has its row of the network's output, and the outputs
+    it asked for beside it (`wanted`: sparse, multivector)."""
 
     inputs: list[TokenizedText]
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Job]
     rows: np.ndarray
+    wanted: frozenset[str] = frozenset()
     remaining: int = 0
     cancelled: bool = False
+    sparse: list[SparseVector | None] = field(default_factory=list)
+    multivector: list[np.ndarray | None] = field(default_factory=list)
 
-    def deliver(self, index: int, row: np.ndarray) -> None:
+    def deliver(self, index: int, rows: Rows, position: int) -> None:
+        """Input `index` of this job is row `position` of a batch's `rows`."""
         if self.future.done():
             return
-        self.rows[index] = row
+        self.rows[index] = rows.rows[position]
+        if rows.extras is not None and self.wanted:
+            self.sparse[index] = rows.extras.sparse[position]
+            self.multivector[index] = rows.extras.multivector[position]
         self.remaining -= 1
         if self.remaining == 0:
-            self.future.set_result(self.rows)
+            self.future.set_result(self)
 
     def fail(self, exc: BaseException) -> None:
         if not self.future.done():
@@ -195,6 +210,11 @@ class Pool:
         return bool(self._jobs)
 
 
+def _filled(outputs: list[Any], asked: bool) -> list[Any] | None:
+    """A job's outputs of one kind, when its request asked for that kind (every input then has one)."""
+    return list(outputs) if asked else None
+
+
 def _token_count(tokenized: list[TokenizedText]) -> int:
     return sum(len(t) for t in tokenized)
 
@@ -226,29 +246,53 @@ class Lane:
         self._executor = ThreadPoolExecutor(max_workers=model.slots, thread_name_prefix="ovembed-infer")
         self._workers = [asyncio.create_task(self._work(slot)) for slot in range(model.slots)]
 
-    async def embed(self, texts: Sequence[str], limit: int, truncate: bool) -> Pooled:
-        """Pooled vectors for `texts` in order. Cancelling the caller drops its waiting texts.
+    async def embed(
+        self,
+        texts: Sequence[str],
+        limit: int,
+        truncate: bool,
+        wanted: frozenset[str] = frozenset(),
+        queries: bool = False,
+    ) -> Pooled:
+        """Pooled vectors for `texts` in order, with the outputs `wanted` beside them (sparse, multivector);
+        `queries` marks a ColBERT model's texts as queries. Cancelling the caller drops its waiting texts.
 
         Raises InputTooLong for an over-long text when truncation is off, ContextTooSmall for a limit
-        with no room, and InferenceFailed when OpenVINO fails a batch.
+        with no room, MultivectorTooLarge for token vectors over their bound, and InferenceFailed when OpenVINO
+        fails a batch.
         """
         chars = sum(len(t) for t in texts)
-        tokenized = await _tokenized(chars, self.model.tokens.texts, texts, limit, truncate)
-        return Pooled(await self._run(tokenized), [len(t) for t in tokenized])
+        tokenized = await _tokenized(chars, self.model.tokens.texts, texts, limit, truncate, queries)
+        if MULTIVECTOR in wanted:
+            size = _token_count(tokenized) * self.model.multivector_width * 4
+            if size > self.limits.max_multivector_bytes:
+                raise MultivectorTooLarge(size, self.limits.max_multivector_bytes)
+        job = await self._run(tokenized, wanted)
+        lengths = [len(t) for t in tokenized]
+        if not wanted:
+            return Pooled(job.rows, lengths)
+        return Pooled(
+            job.rows, lengths, _filled(job.sparse, SPARSE in wanted), _filled(job.multivector, MULTIVECTOR in wanted)
+        )
 
     async def rerank(self, query: str, documents: Sequence[str], limit: int, truncate: bool) -> Logits:
         """A reranker's logit for each (query, document) pair, batched with every other request's inputs."""
         chars = len(query) * len(documents) + sum(len(d) for d in documents)
         tokenized = await _tokenized(chars, self.model.tokens.pairs, query, documents, limit, truncate)
-        return Logits((await self._run(tokenized))[:, 0], _token_count(tokenized))
+        return Logits((await self._run(tokenized)).rows[:, 0], _token_count(tokenized))
 
-    async def _run(self, tokenized: list[TokenizedText]) -> np.ndarray:
-        """The network's rows for `tokenized`, in order, once every batch holding one of them has run."""
+    async def _run(self, tokenized: list[TokenizedText], wanted: frozenset[str] = frozenset()) -> Job:
+        """The job of `tokenized`, once every batch holding one of its inputs has run: the network's rows in
+        order and the outputs `wanted` beside them."""
+        count = len(tokenized)
         job = Job(
             inputs=tokenized,
             future=asyncio.get_running_loop().create_future(),
-            rows=np.empty((len(tokenized), self.model.spec.dimension), dtype=np.float32),
-            remaining=len(tokenized),
+            rows=np.empty((count, self.model.spec.dimension), dtype=np.float32),
+            wanted=wanted,
+            remaining=count,
+            sparse=[None] * count if wanted else [],
+            multivector=[None] * count if wanted else [],
         )
         self.pool.add(job)
         self._wake.set()
@@ -269,18 +313,19 @@ class Lane:
                 await self._wake.wait()
                 continue
             inputs = [item.job.inputs[item.index] for item in batch]
+            wanted = [item.job.wanted for item in batch]
             BATCH_TEXTS.observe(len(inputs))
             BATCH_PADDING.observe(max(map(len, inputs)) * len(inputs) - sum(map(len, inputs)))
             try:
                 with INFERENCE_SECONDS.time():
-                    rows = await loop.run_in_executor(self._executor, self.model.infer, slot, inputs)
+                    rows = await loop.run_in_executor(self._executor, self.model.infer_outputs, slot, inputs, wanted)
             except Exception as exc:  # a failed batch fails its requests, never the lane
                 failure = InferenceFailed(openvino_reason(exc))
                 for item in batch:
                     item.job.fail(failure)
                 continue
-            for item, row in zip(batch, rows, strict=True):
-                item.job.deliver(item.index, row)
+            for position, item in enumerate(batch):
+                item.job.deliver(item.index, rows, position)
 
     async def close(self) -> None:
         for worker in self._workers:

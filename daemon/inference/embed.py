@@ -6,11 +6,12 @@ each endpoint; the engine hands over pooled vectors untouched, because /api/embe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from daemon.inference.errors import NonFiniteEmbedding
+from modelstore.network_io import SparseVector
 
 # Ollama divides by max(norm, 1e-12), so an all-zero vector stays zero instead of turning into NaN.
 _MIN_NORM = 1e-12
@@ -25,15 +26,20 @@ class EmbedOptions:
     num_ctx: int = 0  # a positive value lowers the model's context, never raises it
     dimensions: int = 0  # Matryoshka length; values outside 0 < N < length are ignored, as Ollama ignores them
     normalize: bool = True  # /api/embeddings answers the raw pooled vector
+    extras: frozenset[str] = frozenset()  # outputs asked beside the dense vectors: sparse, multivector
+    queries: bool = False  # the texts are a ColBERT model's queries, not documents (no other model tells them apart)
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """Float32 vectors in input order, the tokens they cost, and the time spent loading the model."""
+    """Float32 vectors in input order (none for a model without dense output), the tokens they cost, and the
+    time spent loading the model; each input's sparse vector and L2-normalized token vectors where asked."""
 
     vectors: np.ndarray
     token_count: int
     load_seconds: float
+    sparse: list[SparseVector] = field(default_factory=list)
+    multivector: list[np.ndarray] = field(default_factory=list)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

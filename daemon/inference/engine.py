@@ -1,5 +1,5 @@
 """OpenVINO inference for stored models: run the network on tokenized batches and give what it gives, pooled
-vectors for an embedding model, logits for a reranker.
+vectors for an embedding model (and the sparse and per-token outputs its inputs ask for), logits for a reranker.
 
 The engine never normalizes: /api/embed normalizes and /api/embeddings does not, so that choice belongs
 to the embedding step (embed.py). Everything here is blocking and runs on worker threads; OpenVINO and
@@ -12,7 +12,8 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from daemon.inference.precision import (
 from daemon.inference.precision_trial import TrialFailed, run_trial
 from daemon.inference.tokenize import ModelTokenizer, TokenizedText
 from modelstore.layout import IR_FILE
-from modelstore.network_io import Head, network_inputs
+from modelstore.network_io import Extras, Head, TokenHeads, network_inputs
 from modelstore.spec import RERANK
 from modelstore.store import ModelRecord
 
@@ -61,6 +62,15 @@ def _runs_in(record: ModelRecord, compiled: ov.CompiledModel) -> str:
     return INT8 if record.spec.quantization else compute_precision(compiled)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A batch's output in input order: one float32 row per input (a pooled vector, a reranker's logit, or the
+    weights of a network that pools itself), and the outputs its inputs asked for beside it."""
+
+    rows: np.ndarray
+    extras: Extras | None = None
+
+
 class LoadedModel:
     """A compiled network with its tokenizer (`tokens`) and one infer request per parallel slot.
 
@@ -83,12 +93,16 @@ class LoadedModel:
         self._widen = widen if compute_precision(compiled) != "fp32" else None
         self._widening = threading.Lock()
         self.tokens = ModelTokenizer(record)
-        # A cross-encoder's network ends in its logits; every other network's output is token states to pool.
-        self._ends_in_logits = self.spec.task == RERANK and not self.spec.dense
+        # A cross-encoder's network ends in its logits and a SPLADE network in its vocabulary weights, one row per
+        # input; every other network's output is token states to pool.
+        rank = compiled.output(0).get_partial_shape().rank
+        self._pools_itself = rank.is_static and rank.get_length() == 2
         self._input_names = {name for port in compiled.inputs for name in port.get_names()}
         self._requests = [compiled.create_infer_request() for _ in range(self.slots)]
         self._pad_multiple = _GPU_PAD_MULTIPLE if device.is_gpu else 1
         self._head = Head(record.path, self.spec)
+        self._token_heads = TokenHeads(record.path, self.spec, self.tokens.special_ids, self.tokens.skip_ids)
+        self.multivector_width = self._token_heads.multivector_width
 
     @property
     def slots(self) -> int:
@@ -98,20 +112,30 @@ class LoadedModel:
     def infer(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
         """One float32 row per input of a padded batch, on the given slot's request: its pooled vector
         [dimension] for an embedding model, its logit [1] for a reranker."""
-        ids, kinds = [t.ids for t in batch], [t.type_ids for t in batch]
-        inputs, mask = network_inputs(ids, kinds, self.tokens.pad_id, self._input_names, self._pad_multiple)
-        pooled = self._run(slot, inputs, mask)
-        if self._widen is not None and not np.isfinite(pooled).all():
-            self._pin_to_fp32()
-            pooled = self._run(slot, inputs, mask)
-        return pooled
+        return self.infer_outputs(slot, batch, ()).rows
 
-    def _run(self, slot: int, inputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    def infer_outputs(self, slot: int, batch: Sequence[TokenizedText], wanted: Sequence[Collection[str]]) -> Rows:
+        """`infer`'s rows and, where `wanted` (one set per input, or empty) asks, each input's sparse vector
+        and token vectors."""
+        ids, kinds = [t.ids for t in batch], [t.type_ids for t in batch]
+        attended = [t.attended for t in batch]
+        inputs, mask = network_inputs(ids, kinds, self.tokens.pad_id, self._input_names, self._pad_multiple, attended)
+        states, rows = self._run(slot, inputs, mask)
+        if self._widen is not None and not np.isfinite(rows).all():
+            self._pin_to_fp32()
+            states, rows = self._run(slot, inputs, mask)
+        if not any(wanted):
+            return Rows(rows)
+        return Rows(rows, self._token_heads(states, rows, ids, wanted, [t.query for t in batch]))
+
+    def _run(self, slot: int, inputs: dict[str, np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's output (valid until the slot's next run) and its rows."""
         request = self._requests[slot]
         request.infer(inputs)
-        if self._ends_in_logits:
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32)
-        return self._head(request.get_output_tensor(0).data, mask)
+        output = request.get_output_tensor(0).data
+        if self._pools_itself:
+            return output, np.array(output, dtype=np.float32)
+        return output, self._head(output, mask)
 
     def _pin_to_fp32(self) -> None:
         """Recompile in fp32 once, whichever slot sees the overflow first; the others wait and reuse it."""

@@ -11,12 +11,32 @@ class Stopping(Exception):
 
 
 class WrongTask(ValueError):
-    """An embedding model asked to rerank, or a reranker asked to embed."""
+    """An embedding model asked to rerank, a reranker asked to embed, or a model asked for an output it does not
+    give (sparse, multivector)."""
 
     def __init__(self, name: str, task: str) -> None:
         super().__init__(f"{name} does not support {task}")
         self.name = name
         self.task = task
+
+
+class NoDenseOutput(ValueError):
+    """A plain embedding request to a model that gives no dense vector (SPLADE's sparse, ColBERT's token
+    vectors): `outputs` are what it does give."""
+
+    def __init__(self, name: str, outputs: tuple[str, ...]) -> None:
+        super().__init__(f"{name} gives no dense vector, only {' and '.join(outputs)}")
+        self.name = name
+        self.outputs = outputs
+
+
+class MultivectorTooLarge(ValueError):
+    """A request whose token vectors would take more than OVEMBED_MAX_MULTIVECTOR_MB."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes of token vectors, at most {limit}")
+        self.size = size
+        self.limit = limit
 
 
 class QueueFull(Exception):

@@ -18,16 +18,36 @@ import numpy as np
 from daemon.inference.batcher import Lane
 from daemon.inference.embed import Embedded, EmbedOptions, finish
 from daemon.inference.engine import Engine
-from daemon.inference.errors import QueueFull, Stopping, TooManyInputs, WrongTask
+from daemon.inference.errors import NoDenseOutput, QueueFull, Stopping, TooManyInputs, WrongTask
 from daemon.inference.rerank import Reranked, RerankOptions, rank
 from daemon.inference.residency import Residency, Resident
 from daemon.inference.shutdown import Shutdown
 from daemon.inference.vector_cache import VectorCache
-from daemon.metrics import EMBEDDED_TEXTS, EMBEDDED_TOKENS, RERANKED_PAIRS, RERANKED_TOKENS, WAITING_REQUESTS
-from modelstore.spec import EMBED, RERANK
+from daemon.metrics import (
+    EMBEDDED_OUTPUTS,
+    EMBEDDED_TEXTS,
+    EMBEDDED_TOKENS,
+    RERANKED_PAIRS,
+    RERANKED_TOKENS,
+    WAITING_REQUESTS,
+)
+from modelstore.spec import DENSE, EMBED, OUTPUTS, RERANK
 from modelstore.store import ModelRecord, ModelStore
 
 _STOPPED = "the shutdown bound passed before the request was done"
+
+
+def _check_outputs(record: ModelRecord, extras: frozenset[str]) -> None:
+    """Raises WrongTask for a model that does not embed or lacks an output asked for, NoDenseOutput for a plain
+    request to one without a dense vector."""
+    spec = record.spec
+    if spec.task != EMBED:
+        raise WrongTask(record.name.display, "embedding")
+    for output in OUTPUTS:
+        if output in extras and output not in spec.outputs:
+            raise WrongTask(record.name.display, output)
+    if not extras and DENSE not in spec.outputs:
+        raise NoDenseOutput(record.name.display, spec.outputs)
 
 
 def _limit(record: ModelRecord, num_ctx: int) -> int:
@@ -61,28 +81,47 @@ class Runtime:
         self.shutdown = shutdown or Shutdown()
 
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
-        """Vectors for `texts`; an empty list only loads the model, Ollama's preload idiom.
+        """Vectors for `texts`, with the outputs `options.extras` asks beside them; an empty list only loads the
+        model, Ollama's preload idiom.
 
         Texts the vector cache holds are answered from it; the rest go to the lane, each distinct text once.
         A request answered from the cache alone still takes its place in the queue and loads its model: the
-        key needs the precision the loaded model computes in, and keep_alive counts from every request.
+        key needs the precision the loaded model computes in, and keep_alive counts from every request. The
+        cache holds dense vectors only: a request that asks for more sends all its texts to the lane.
 
-        Raises WrongTask for a model that does not embed, and what admission, loading and the lane raise.
+        Raises WrongTask for a model that does not embed or lacks an output asked for, NoDenseOutput for a plain
+        request to a model without a dense vector, and what admission, loading and the lane raise.
         """
-        if record.spec.task != EMBED:
-            raise WrongTask(record.name.display, "embedding")
+        _check_outputs(record, options.extras)
+        pooled = None
         async with self._admitted(record, options.keep_alive, len(texts)) as (lane, load_seconds):
             if not texts:
                 return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
             limit = _limit(record, options.num_ctx)
-            lookup = self.cache.look_up(record.digest, lane.model.precision, limit, options.truncate, texts)
-            if lookup.missing:
-                pooled = await lane.embed(lookup.missing, limit, options.truncate)
-                self.cache.add(lookup, pooled.vectors, pooled.lengths, lane.model.precision)
+            if options.extras:
+                pooled = await lane.embed(texts, limit, options.truncate, options.extras, options.queries)
                 EMBEDDED_TOKENS.inc(pooled.token_count)
-        vectors, token_count = lookup.answer()
+                vectors, token_count = pooled.vectors, pooled.token_count
+            else:
+                vectors, token_count = await self._through_cache(record, lane, texts, limit, options.truncate)
         EMBEDDED_TEXTS.inc(len(texts))
-        return Embedded(finish(vectors, options), token_count, load_seconds)
+        for output in options.extras:
+            EMBEDDED_OUTPUTS.labels(output).inc(len(texts))
+        if DENSE not in record.spec.outputs:  # the rows are what the sparse vectors were read from
+            vectors = vectors[:, :0]
+        extras = (pooled.sparse or [], pooled.multivector or []) if pooled else ([], [])
+        return Embedded(finish(vectors, options), token_count, load_seconds, *extras)
+
+    async def _through_cache(
+        self, record: ModelRecord, lane: Lane, texts: Sequence[str], limit: int, truncate: bool
+    ) -> tuple[np.ndarray, int]:
+        """Dense vectors for `texts` and the tokens they cost, only the cache's misses run, each once."""
+        lookup = self.cache.look_up(record.digest, lane.model.precision, limit, truncate, texts)
+        if lookup.missing:
+            pooled = await lane.embed(lookup.missing, limit, truncate)
+            self.cache.add(lookup, pooled.vectors, pooled.lengths, lane.model.precision)
+            EMBEDDED_TOKENS.inc(pooled.token_count)
+        return lookup.answer()
 
     async def rerank(
         self, record: ModelRecord, query: str, documents: Sequence[str], options: RerankOptions

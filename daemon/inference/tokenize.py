@@ -2,7 +2,8 @@
 
 As sentence-transformers tokenizes for each kind of model: texts cut to the context with the special tokens
 kept; a cross-encoder's pairs joined by its tokenizer's pair template and cut longest first; a language-model
-reranker's pairs in its model card's prompt. Every input is cut to what the context can hold before it is
+reranker's pairs in its model card's prompt; a ColBERT model's queries and documents marked, and queries padded
+with [MASK], as pylate does. Every input is cut to what the context can hold before it is
 tokenized, so no request costs more to tokenize than its texts cost to run.
 """
 
@@ -25,10 +26,15 @@ CHARS_PER_TOKEN = 100
 @dataclass(frozen=True)
 class TokenizedText:
     """Token ids ready for the network; `ids` already carries the special tokens. A (query, document) pair
-    for a reranker also has its segment ids, 0 for the query and 1 for the document in BERT's layout."""
+    for a reranker also has its segment ids, 0 for the query and 1 for the document in BERT's layout.
+
+    A ColBERT query attends to its first `attended` tokens only (None: all), the [MASK] tokens after them give
+    vectors without being attended to; `query` says it is one (a document drops its punctuation's vectors)."""
 
     ids: np.ndarray
     type_ids: np.ndarray | None = None
+    attended: int | None = None
+    query: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,6 +67,18 @@ class ModelTokenizer:
         self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
         self.pad_id = self._pad_id()
+        # What a text never counts among its words: bge-m3's lexical weights drop these ids.
+        self.special_ids = frozenset(i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special)
+        # A ColBERT model's markers, its expansion token, and the tokens whose vectors documents drop: pylate looks
+        # each skiplist word up as one token, and a word that is none is its unknown token.
+        rules = self.spec.late_interaction
+        self._markers = (self._id_of(rules.query_prefix), self._id_of(rules.document_prefix)) if rules else (0, 0)
+        self._expansion_id = next(
+            (i for i in map(self.tokenizer.token_to_id, ("[MASK]", "<mask>")) if i is not None), self.pad_id
+        )
+        unknown = self.tokenizer.token_to_id("[UNK]")
+        skipped = (self.tokenizer.token_to_id(word) for word in (rules.skiplist if rules else ()))
+        self.skip_ids = frozenset(i if i is not None else unknown for i in skipped) - {None}
         # A language-model reranker's fixed prompt around each pair, tokenized once.
         form = self.spec.pair_format
         self._prompt_ends = tuple(
@@ -77,27 +95,51 @@ class ModelTokenizer:
                 return token_id
         return 0
 
-    def texts(self, texts: Sequence[str], limit: int, truncate: bool) -> list[TokenizedText]:
-        """Token ids per text, cut to `limit` tokens with the special tokens kept, as sentence-transformers does.
+    def _id_of(self, token: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        return self.pad_id if token_id is None else token_id  # create refused a model whose markers are not tokens
+
+    def texts(self, texts: Sequence[str], limit: int, truncate: bool, queries: bool = False) -> list[TokenizedText]:
+        """Token ids per text, cut to `limit` tokens with the special tokens kept, as sentence-transformers does;
+        for a ColBERT model, marked as `queries` or documents and cut to their lengths, as pylate does.
 
         Raises InputTooLong for a text over the limit when truncation is off, and ContextTooSmall for a
         non-empty text when the special tokens fill the whole limit, as Ollama refuses both.
         """
+        rules = self.spec.late_interaction
+        marker = 0 if rules is None else 1
+        if rules is not None:
+            limit = min(limit, rules.query_length if queries else rules.document_length)
         if truncate:  # what lies past this is cut anyway: never tokenize megabytes to keep a few hundred tokens
             texts = [t[: limit * CHARS_PER_TOKEN] for t in texts]
         bodies = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        room = max(0, limit - self._special_count)
+        specials = self._special_count + marker
+        room = max(0, limit - specials)
         out: list[TokenizedText] = []
         for body in bodies:
             if body.ids and room <= 0:
-                raise ContextTooSmall(f"a limit of {limit} leaves no room beside {self._special_count} special tokens")
+                raise ContextTooSmall(f"a limit of {limit} leaves no room beside {specials} special tokens")
             if len(body.ids) > room:
                 if not truncate:
-                    raise InputTooLong(f"{len(body.ids) + self._special_count} tokens over a limit of {limit}")
+                    raise InputTooLong(f"{len(body.ids) + specials} tokens over a limit of {limit}")
                 body.truncate(room)
-            full = self.tokenizer.post_process(body, None, add_special_tokens=True)
-            out.append(TokenizedText(np.asarray(full.ids, dtype=np.int64)))
+            ids = self.tokenizer.post_process(body, None, add_special_tokens=True).ids
+            out.append(
+                TokenizedText(np.asarray(ids, dtype=np.int64)) if rules is None else self._marked(ids, limit, queries)
+            )
         return out
+
+    def _marked(self, ids: list[int], length: int, query: bool) -> TokenizedText:
+        """pylate's ColBERT input: the marker after [CLS]; a query padded with [MASK] to `length`, attended to
+        only as far as its own tokens unless the model attends to them."""
+        rules = self.spec.late_interaction
+        assert rules is not None
+        marked = [ids[0], self._markers[0 if query else 1], *ids[1:]]
+        if not (query and rules.expand_queries) or len(marked) >= length:
+            return TokenizedText(np.asarray(marked, dtype=np.int64), query=query)
+        attended = None if rules.attend_to_expansion else len(marked)
+        marked += [self._expansion_id] * (length - len(marked))
+        return TokenizedText(np.asarray(marked, dtype=np.int64), attended=attended, query=True)
 
     def pairs(self, query: str, documents: Sequence[str], limit: int, truncate: bool = True) -> list[TokenizedText]:
         """Each (query, document) pair joined as the model's tokenizer joins a pair, with its segment ids, and

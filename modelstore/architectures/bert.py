@@ -6,7 +6,9 @@ tokens from `padding_idx + 1`, and padding keeps `padding_idx`.
 
 A `*ForSequenceClassification` checkpoint (a cross-encoder reranker) ends in its head instead, on the first
 token: BERT's pooler (dense, tanh) and classifier; RoBERTa's classification head (dense, tanh, out_proj). Its
-one output is `logits` [batch, labels].
+one output is `logits` [batch, labels]. A `BertForMaskedLM` checkpoint (a SPLADE model) ends in its language-model
+head on every token (dense, activation, LayerNorm, then the decoder tied to the word embeddings, plus a bias):
+`logits` [batch, tokens, vocabulary].
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from modelstore.architectures.layers import (
     text_inputs,
 )
 from modelstore.architectures.weights import Checkpoint
-from modelstore.spec import is_cross_encoder
+from modelstore.spec import is_cross_encoder, is_masked_lm
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _PREFIXES = ("", "bert.", "roberta.", "model.")
@@ -96,11 +98,29 @@ def build(config: dict[str, Any], checkpoint: Checkpoint, weights_format: str) -
         x = layer_norm(weights, f"{layer}.output.LayerNorm", ops.add(out, x), eps)
 
     inputs = [input_ids, attention_mask, token_type_ids]
-    if not is_cross_encoder(config):
+    if is_masked_lm(config):
+        logits, name = _masked_lm_head(Weights(checkpoint, storage=weights_format), prefix, x, act, eps), "bert-mlm"
+    elif is_cross_encoder(config):
+        logits = _classification_head(Weights(checkpoint, storage=weights_format), prefix, x)
+        name = "bert-cross-encoder"
+    else:
         return ov.Model([x], inputs, "bert")
-    logits = _classification_head(Weights(checkpoint, storage=weights_format), prefix, x)
     logits.output(0).get_tensor().set_names({"logits"})
-    return ov.Model([logits], inputs, "bert-cross-encoder")
+    return ov.Model([logits], inputs, name)
+
+
+def _masked_lm_head(weights: Weights, prefix: str, x: Node, act: str, eps: float) -> Node:
+    """BertLMPredictionHead on every token. save_pretrained drops the decoder's tied copies, so its matrix is
+    the word embeddings and its bias `cls.predictions.bias` unless the checkpoint holds its own."""
+    if "cls.predictions.transform.dense.weight" not in weights:
+        raise ArchitectureError("the masked-LM checkpoint has no language-model head (cls.predictions.*)")
+    transformed = activation(act, linear(weights, "cls.predictions.transform.dense", x))
+    transformed = layer_norm(weights, "cls.predictions.transform.LayerNorm", transformed, eps)
+    decoder = "cls.predictions.decoder.weight"
+    matrix = weights.matrix(decoder if decoder in weights else f"{prefix}embeddings.word_embeddings.weight")
+    logits = ops.matmul(transformed, matrix, transpose_a=False, transpose_b=True)
+    bias = next((b for b in ("cls.predictions.decoder.bias", "cls.predictions.bias") if b in weights), None)
+    return ops.add(logits, weights.const(bias)) if bias else logits
 
 
 def _classification_head(weights: Weights, prefix: str, x: Node) -> Node:

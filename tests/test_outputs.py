@@ -1,0 +1,220 @@
+"""Sparse and multi-vector outputs through the real app: `/api/embed` with `"sparse"` and `"multivector"`, TEI's
+`/embed_sparse`, the capabilities /api/show lists, base64, and the rules dense vectors keep.
+
+The model here is tests/tinymodel.py's network with FlagEmbedding's two heads beside it (bge-m3's layout), so
+every output is recomputed in float64 numpy from the network's own token states: FlagEmbedding's arithmetic
+written out independently of the daemon's. tests/test_peer_outputs.py holds real checkpoints to FlagEmbedding's,
+SPLADE's and pylate's own outputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from modelstore.architectures.torch_weights import read_state_dict
+from tests.conftest import scrape_text, serving, store_models
+from tests.contract import NATIVE_JSON
+from tests.tinymodel import build_tiny_model, reference_states, reference_vectors
+
+HEADS = Path(__file__).parent / "fixtures" / "torch-weights"
+# Repeated words, so a token id's largest weight must win; a lone word; a text cut by the 32-token context.
+TEXTS = ["water water and the water", "world", "the sky is blue", " ".join(["light"] * 40)]
+SPECIAL_IDS = {0, 1, 2, 3, 4}  # tests/tinymodel.py's [PAD], [UNK], [CLS], [SEP], [MASK]
+
+
+def with_heads(folder: Path) -> Path:
+    """A tinymodel folder with FlagEmbedding's two heads beside its network, as bge-m3's repo has them."""
+    for head in ("sparse_linear.pt", "colbert_linear.pt"):
+        shutil.copyfile(HEADS / head, folder / head)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tinymodel's network, CLS-pooled and normalized as bge-m3's dense output, with FlagEmbedding's heads."""
+    return with_heads(build_tiny_model(tmp_path_factory.mktemp("m3") / "m3", pooling="cls", seed=7))
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, m3_dir: Path, tiny_dir: Path) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp("outputs")
+    store_models(root, {"m3": m3_dir, "tiny": tiny_dir})
+    with serving(root) as client:
+        yield client
+
+
+def _expected_sparse(ids: np.ndarray, states: np.ndarray) -> dict[int, float]:
+    """FlagEmbedding's lexical weights: relu of the one-row head per token, special tokens and zeros dropped,
+    a repeated token keeping its largest weight."""
+    head = read_state_dict(HEADS / "sparse_linear.pt")
+    weights = np.maximum(states @ head["weight"][0].astype(np.float64) + float(head["bias"][0]), 0.0)
+    out: dict[int, float] = {}
+    for token, weight in zip(ids.tolist(), weights, strict=True):
+        if token not in SPECIAL_IDS and weight > 0:
+            out[token] = max(out.get(token, 0.0), float(weight))
+    return out
+
+
+def _expected_multivector(states: np.ndarray) -> np.ndarray:
+    """FlagEmbedding's ColBERT vectors: the square head on every position but the first, each normalized."""
+    head = read_state_dict(HEADS / "colbert_linear.pt")
+    vectors = states[1:] @ head["weight"].T.astype(np.float64) + head["bias"]
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _embed(client: TestClient, **body: Any) -> dict[str, Any]:
+    response = client.post("/api/embed", json={"model": "m3", **body})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == NATIVE_JSON
+    return response.json()
+
+
+def _assert_sparse(got: dict[str, list[Any]], expected: dict[int, float]) -> None:
+    assert got["indices"] == sorted(expected), "indices ascending, exactly the positive non-special tokens"
+    np.testing.assert_allclose(got["values"], [expected[i] for i in got["indices"]], rtol=1e-5, atol=1e-6)
+
+
+def _cosines(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    return np.sum(got * expected, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+
+
+def test_sparse_and_multivector_are_flagembeddings_arithmetic_on_the_networks_states(
+    client: TestClient, m3_dir: Path
+) -> None:
+    answer = _embed(client, input=TEXTS, sparse=True, multivector=True)
+    assert list(answer)[:4] == ["model", "embeddings", "sparse_embeddings", "multivector_embeddings"]
+    np.testing.assert_allclose(answer["embeddings"], reference_vectors(m3_dir, TEXTS), atol=1e-5)
+    kept = 0
+    for (ids, states), sparse, multivector in zip(
+        reference_states(m3_dir, TEXTS), answer["sparse_embeddings"], answer["multivector_embeddings"], strict=True
+    ):
+        expected = _expected_sparse(ids, states)
+        kept += len(expected)
+        _assert_sparse(sparse, expected)
+        assert len(multivector) == len(ids) - 1  # the CLS dropped, the final separator kept
+        assert _cosines(np.array(multivector), _expected_multivector(states)).min() >= 0.99999
+        np.testing.assert_allclose(np.linalg.norm(multivector, axis=1), 1.0, atol=1e-5)
+    tokens = sum(len(ids) for ids, _ in reference_states(m3_dir, TEXTS))
+    assert answer["prompt_eval_count"] == tokens
+    assert 0 < kept < tokens, "some weights kept and some dropped, or this test checks little"
+
+
+def test_a_text_gives_the_same_outputs_alone_and_in_a_batch(client: TestClient) -> None:
+    together = _embed(client, input=TEXTS, sparse=True, multivector=True)
+    for index, text in enumerate(TEXTS):
+        alone = _embed(client, input=text, sparse=True, multivector=True)
+        assert alone["sparse_embeddings"][0]["indices"] == together["sparse_embeddings"][index]["indices"]
+        np.testing.assert_allclose(
+            alone["sparse_embeddings"][0]["values"], together["sparse_embeddings"][index]["values"], rtol=1e-5
+        )
+        multivector = np.array(alone["multivector_embeddings"][0])
+        assert _cosines(multivector, np.array(together["multivector_embeddings"][index])).min() >= 0.99999
+
+
+def test_each_output_is_given_only_when_asked_and_a_plain_request_is_answered_as_before(client: TestClient) -> None:
+    plain = _embed(client, input=TEXTS)
+    assert set(plain) == {"model", "embeddings", "total_duration", "load_duration", "prompt_eval_count"}
+    sparse = _embed(client, input=TEXTS, sparse=True, multivector=False)
+    assert "sparse_embeddings" in sparse and "multivector_embeddings" not in sparse
+    multivector = _embed(client, input=TEXTS, multivector=True)
+    assert "multivector_embeddings" in multivector and "sparse_embeddings" not in multivector
+    np.testing.assert_allclose(plain["embeddings"], sparse["embeddings"], atol=1e-6)
+
+
+def test_base64_encodes_dense_and_token_vectors_as_openais_little_endian_float32(client: TestClient) -> None:
+    floats = _embed(client, input=TEXTS[:2], multivector=True, sparse=True)
+    packed = _embed(client, input=TEXTS[:2], multivector=True, sparse=True, encoding_format="BASE64")
+
+    def decoded(text: str) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(text), dtype="<f4")
+
+    np.testing.assert_allclose([decoded(v) for v in packed["embeddings"]], floats["embeddings"], atol=1e-6)
+    for tokens, expected in zip(packed["multivector_embeddings"], floats["multivector_embeddings"], strict=True):
+        assert all(isinstance(v, str) for v in tokens)
+        np.testing.assert_allclose([decoded(v) for v in tokens], expected, atol=1e-6)
+    assert packed["sparse_embeddings"] == floats["sparse_embeddings"]  # small already: stays JSON
+
+
+@pytest.mark.parametrize("output", ["sparse", "multivector"])
+def test_a_model_without_the_output_answers_ollamas_capability_error(client: TestClient, output: str) -> None:
+    response = client.post("/api/embed", json={"model": "tiny", "input": "x", output: True})
+    assert response.status_code == 400
+    assert response.json() == {"error": f'"tiny:latest" does not support {output}'}
+    assert client.post("/api/embed", json={"model": "tiny", "input": "x", output: False}).status_code == 200
+
+
+def test_show_lists_each_output_as_a_capability(client: TestClient) -> None:
+    assert client.post("/api/show", json={"model": "m3"}).json()["capabilities"] == [
+        "embedding",
+        "sparse",
+        "multivector",
+    ]
+    assert client.post("/api/show", json={"model": "tiny"}).json()["capabilities"] == ["embedding"]
+
+
+def test_openais_route_stays_dense(client: TestClient) -> None:
+    answer = client.post("/v1/embeddings", json={"model": "m3", "input": TEXTS[:1], "sparse": True})
+    assert answer.status_code == 200
+    assert set(answer.json()["data"][0]) == {"object", "embedding", "index"}
+
+
+def test_teis_embed_sparse_answers_index_value_lists_from_the_only_sparse_model(client: TestClient) -> None:
+    short = TEXTS[:-1]  # within the context: TEI does not truncate unless asked
+    named = client.post("/api/embed", json={"model": "m3", "input": short, "sparse": True}).json()
+    response = client.post("/embed_sparse", json={"inputs": short})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    for got, expected in zip(response.json(), named["sparse_embeddings"], strict=True):
+        assert [item["index"] for item in got] == expected["indices"]
+        np.testing.assert_allclose([item["value"] for item in got], expected["values"], rtol=1e-6)
+    one = client.post("/embed_sparse", json={"inputs": TEXTS[0], "model": "m3"}).json()
+    assert one == response.json()[:1]
+
+
+def test_teis_embed_sparse_does_not_truncate_unless_asked(client: TestClient) -> None:
+    long_text = TEXTS[-1]
+    refused = client.post("/embed_sparse", json={"inputs": long_text})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "the input length exceeds the context length", "error_type": "validation"}
+    assert client.post("/embed_sparse", json={"inputs": long_text, "truncate": True}).status_code == 200
+
+
+def test_the_vector_cache_holds_no_sparse_answers_and_metrics_count_each_output(tmp_path: Path, m3_dir: Path) -> None:
+    store_models(tmp_path, {"m3": m3_dir})
+    with serving(tmp_path, vector_cache_mb=16) as cached:
+        before = scrape_text(cached.get("/metrics").text)
+        plain = cached.post("/api/embed", json={"model": "m3", "input": TEXTS}).json()
+        asked = cached.post("/api/embed", json={"model": "m3", "input": TEXTS, "sparse": True, "multivector": True})
+        after = scrape_text(cached.get("/metrics").text)
+    np.testing.assert_allclose(asked.json()["embeddings"], plain["embeddings"], atol=1e-6)
+
+    def grew(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+    assert grew("ovembed_embedded_outputs_total", (("output", "sparse"),)) == len(TEXTS)
+    assert grew("ovembed_embedded_outputs_total", (("output", "multivector"),)) == len(TEXTS)
+    assert grew("ovembed_cache_misses_total") == len(TEXTS)  # the plain request only: the other bypassed it
+    assert grew("ovembed_cache_hits_total") == 0
+
+
+def test_token_vectors_past_their_bound_are_refused_before_they_run(tmp_path: Path, m3_dir: Path) -> None:
+    store_models(tmp_path, {"m3": m3_dir})
+    texts = [TEXTS[-1]] * 600  # 32 tokens each, 16 floats a token: 1.2 MB of float32 over a 1 MB bound
+    with serving(tmp_path, max_multivector_mb=1) as bounded:
+        refused = bounded.post("/api/embed", json={"model": "m3", "input": texts, "multivector": True})
+        assert refused.status_code == 400
+        assert refused.json() == {
+            "error": "the token vectors of these inputs would take 1.2 MB as float32, over "
+            "OVEMBED_MAX_MULTIVECTOR_MB (1.0 MB): send fewer or shorter inputs per request"
+        }
+        fits = bounded.post("/api/embed", json={"model": "m3", "input": texts[:500], "multivector": True})
+        assert fits.status_code == 200
+        assert len(fits.json()["multivector_embeddings"]) == 500
