@@ -365,14 +365,15 @@ def _splade(context_length: int) -> ModelDescription:
     )
 
 
-def _colbert(dimension: int, context_length: int) -> ModelDescription:
-    """A ColBERT model: a vector per token (its projection's width), no dense one; its own files give the rest."""
+def _colbert(hidden: int, context_length: int) -> ModelDescription:
+    """A ColBERT model: a vector per token, no dense one; `hidden` is its network's width (its projection
+    narrows each token's state: 96 or 128 wide); its own files give the rest."""
     return ModelDescription(
         architecture="bert",
         pooling="mean",
         normalize=False,
         context_length=context_length,
-        dimension=dimension,
+        dimension=hidden,
         outputs=(MULTIVECTOR,),
     )
 
@@ -390,11 +391,11 @@ RETRIEVAL_OUTPUTS: tuple[CatalogEntry, ...] = (
         _splade(512),
     ),
     CatalogEntry(
-        "answerai-colbert-small", ("latest", "v1", "33m"), "answerdotai/answerai-colbert-small-v1", _colbert(96, 512)
+        "answerai-colbert-small", ("latest", "v1", "33m"), "answerdotai/answerai-colbert-small-v1", _colbert(384, 512)
     ),
-    CatalogEntry("colbertv2", ("latest", "110m"), "colbert-ir/colbertv2.0", _colbert(128, 512)),
+    CatalogEntry("colbertv2", ("latest", "110m"), "colbert-ir/colbertv2.0", _colbert(768, 512)),
     CatalogEntry(
-        "mxbai-colbert-large", ("latest", "v1", "335m"), "mixedbread-ai/mxbai-colbert-large-v1", _colbert(128, 512)
+        "mxbai-colbert-large", ("latest", "v1", "335m"), "mixedbread-ai/mxbai-colbert-large-v1", _colbert(1024, 512)
     ),
 )
 ENTRIES = (*EMBEDDERS, *RERANKERS, *RETRIEVAL_OUTPUTS)

@@ -18,7 +18,7 @@ from modelstore.architectures.torch_weights import UnsafeWeights, read_state_dic
 from modelstore.architectures.weights import Checkpoint, ReadProgress, Tensor, WeightsError
 from modelstore.convert import ConversionError, convert_network, find_network
 from modelstore.diskspace import disk_full_message, is_disk_full
-from modelstore.late_interaction import read_colbert
+from modelstore.late_interaction import ColbertError, read_colbert
 from modelstore.layout import REPO_HEADS, REPO_TOKENIZERS, TOKENIZER_FILE, dense_file, first_present, head_file
 from modelstore.names import ModelName
 from modelstore.quantize import QuantizeError, Tried, quantization_level, quantize_network
@@ -90,7 +90,7 @@ def _store_projection(weights: Path, staged: Path, width: int | None) -> tuple[s
         checkpoint = Checkpoint.open(weights)
         weight = checkpoint.get("linear.weight").as_float32()
         bias = checkpoint.get("linear.bias").as_float32() if "linear.bias" in checkpoint else None
-    except (WeightsError, KeyError) as exc:
+    except (WeightsError, KeyError, OSError) as exc:
         raise CreateError(f"cannot read the ColBERT projection (linear.weight) in {weights.name}: {exc}") from exc
     if width and weight.shape[1] != width:
         raise CreateError(f"the ColBERT projection takes {weight.shape[1]}-wide states and the network gives {width}")
@@ -109,7 +109,10 @@ def _check_markers(description: ModelDescription, tokenizer: Tokenizer) -> None:
 def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ...]:
     """FlagEmbedding's heads in the folder (bge-m3's sparse and ColBERT), each as float32 weight and bias beside
     the network, read without unpickling, or a ColBERT model's projection; the outputs they give."""
-    colbert = read_colbert(folder)
+    try:
+        colbert = read_colbert(folder)
+    except ColbertError as exc:
+        raise CreateError(str(exc)) from exc
     if colbert is not None:
         return _store_projection(colbert.projection, staged, width)
     stored = []

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelstore.layout import COLBERT_METADATA
+from modelstore.layout import COLBERT_METADATA, REPO_CHECKPOINTS, first_present
 from modelstore.spec import LateInteraction
 
 # pylate's defaults: 32-token queries, 180-token documents, [MASK] expansion not attended, punctuation skipped.
@@ -34,7 +34,7 @@ class ColbertError(ValueError):
 
 @dataclass(frozen=True)
 class ColbertLayout:
-    """A ColBERT model's rules and the safetensors file holding its projection's `linear.weight`."""
+    """A ColBERT model's rules and the safetensors file (or shard index) holding its projection's `linear.weight`."""
 
     rules: LateInteraction
     projection: Path
@@ -104,4 +104,7 @@ def _stanford(folder: Path) -> ColbertLayout:
         attend_to_expansion=bool(metadata.get("attend_to_mask_tokens", False)),
         skiplist=_SKIPLIST if metadata.get("mask_punctuation", True) else (),
     )
-    return ColbertLayout(rules, folder / "model.safetensors")
+    checkpoint = first_present(folder, REPO_CHECKPOINTS)
+    if checkpoint is None:
+        raise ColbertError("a Stanford ColBERT folder without model.safetensors, where its projection is")
+    return ColbertLayout(rules, checkpoint)

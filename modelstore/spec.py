@@ -155,6 +155,7 @@ class ModelSpec(ModelDescription):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        heads = tuple(str(h) for h in data.get("heads") or ())
         return cls(
             architecture=str(data["architecture"]),
             pooling=str(data["pooling"]),
@@ -172,8 +173,9 @@ class ModelSpec(ModelDescription):
             context_claimed=int(data.get("context_claimed") or 0),
             quantization=str(data.get("quantization") or ""),
             fidelity=Fidelity.from_json(data["fidelity"]) if data.get("fidelity") else None,
-            heads=tuple(str(h) for h in data.get("heads") or ()),
-            outputs=tuple(str(o) for o in data.get("outputs") or (DENSE,)),
+            heads=heads,
+            # Manifests from before `outputs` was kept: dense, and the outputs of their stored heads.
+            outputs=tuple(str(o) for o in data.get("outputs") or (o for o in OUTPUTS if o == DENSE or o in heads)),
             late_interaction=LateInteraction.from_json(data["late_interaction"])
             if data.get("late_interaction")
             else None,

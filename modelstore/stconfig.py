@@ -253,14 +253,14 @@ def describe_repo(folder: Path, fallback: ModelDescription | None = None, task: 
         context, context_from = fallback.context_length, "ovembed's catalog"
     if cross_encoder:
         return describe_cross_encoder(model_config, context, context_from)
-    if is_masked_lm(model_config):
-        return describe_splade(folder, model_config, modules, context, context_from)
     try:
         colbert = read_colbert(folder)
     except ColbertError as exc:
         raise ConfigError(str(exc)) from exc
-    if colbert is not None:
+    if colbert is not None:  # before SPLADE: a ColBERT checkpoint's config may name a masked LM
         return describe_colbert(model_config, colbert.rules, fallback)
+    if is_masked_lm(model_config):
+        return describe_splade(folder, model_config, modules, context, context_from)
     if fallback is not None and fallback.task == RERANK:  # a language-model reranker: its config is an LM's
         return replace(fallback, context_length=context, context_from=context_from)
     st_model_config = _load(folder / "config_sentence_transformers.json") or {}

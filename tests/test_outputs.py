@@ -9,6 +9,7 @@ SPLADE's and pylate's own outputs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shutil
 from collections.abc import Iterator
@@ -19,7 +20,13 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from daemon.inference.batcher import BatchLimits, Lane
+from daemon.inference.engine import Engine
 from modelstore.architectures.torch_weights import read_state_dict
+from modelstore.create import create_from_folder
+from modelstore.names import parse_name
+from modelstore.spec import ModelSpec
+from modelstore.store import ModelStore
 from tests.conftest import scrape_text, serving, store_models
 from tests.contract import NATIVE_JSON
 from tests.tinymodel import build_tiny_model, reference_states, reference_vectors
@@ -27,7 +34,7 @@ from tests.tinymodel import build_tiny_model, reference_states, reference_vector
 HEADS = Path(__file__).parent / "fixtures" / "torch-weights"
 # Repeated words, so a token id's largest weight must win; a lone word; a text cut by the 32-token context.
 TEXTS = ["water water and the water", "world", "the sky is blue", " ".join(["light"] * 40)]
-SPECIAL_IDS = {0, 1, 2, 3, 4}  # tests/tinymodel.py's [PAD], [UNK], [CLS], [SEP], [MASK]
+SPECIAL_IDS = {0, 1, 2, 3}  # tests/tinymodel.py's [PAD], [UNK], [CLS], [SEP]: its [MASK] (4) counts, as FlagEmbedding's
 
 
 def with_heads(folder: Path) -> Path:
@@ -191,8 +198,8 @@ def test_the_vector_cache_holds_no_sparse_answers_and_metrics_count_each_output(
     store_models(tmp_path, {"m3": m3_dir})
     with serving(tmp_path, vector_cache_mb=16) as cached:
         before = scrape_text(cached.get("/metrics").text)
-        plain = cached.post("/api/embed", json={"model": "m3", "input": TEXTS}).json()
         asked = cached.post("/api/embed", json={"model": "m3", "input": TEXTS, "sparse": True, "multivector": True})
+        plain = cached.post("/api/embed", json={"model": "m3", "input": TEXTS}).json()
         after = scrape_text(cached.get("/metrics").text)
     np.testing.assert_allclose(asked.json()["embeddings"], plain["embeddings"], atol=1e-6)
 
@@ -201,7 +208,8 @@ def test_the_vector_cache_holds_no_sparse_answers_and_metrics_count_each_output(
 
     assert grew("ovembed_embedded_outputs_total", (("output", "sparse"),)) == len(TEXTS)
     assert grew("ovembed_embedded_outputs_total", (("output", "multivector"),)) == len(TEXTS)
-    assert grew("ovembed_cache_misses_total") == len(TEXTS)  # the plain request only: the other bypassed it
+    # The request with outputs went first and left nothing in the cache: the plain one missed every text.
+    assert grew("ovembed_cache_misses_total") == len(TEXTS)
     assert grew("ovembed_cache_hits_total") == 0
 
 
@@ -215,6 +223,61 @@ def test_token_vectors_past_their_bound_are_refused_before_they_run(tmp_path: Pa
             "error": "the token vectors of these inputs would take 1.2 MB as float32, over "
             "OVEMBED_MAX_MULTIVECTOR_MB (1.0 MB): send fewer or shorter inputs per request"
         }
-        fits = bounded.post("/api/embed", json={"model": "m3", "input": texts[:500], "multivector": True})
+        fits = bounded.post("/api/embed", json={"model": "m3", "input": texts[:400], "multivector": True})
         assert fits.status_code == 200
-        assert len(fits.json()["multivector_embeddings"]) == 500
+        assert len(fits.json()["multivector_embeddings"]) == 400
+
+
+def test_requests_asking_for_different_outputs_share_batches_and_each_gets_its_own(
+    tmp_path: Path, m3_dir: Path
+) -> None:
+    """Four requests for the same texts, each asking for other outputs, meet in one lane: the batches mix them,
+    and each answer holds what its request asked for, as each alone gives it."""
+    record = create_from_folder(ModelStore(tmp_path), parse_name("m3"), m3_dir)
+    model = Engine("CPU", "fp32", "THROUGHPUT", None).load(record)
+    mixes: list[set[frozenset[str]]] = []
+    infer_outputs = model.infer_outputs
+
+    def spy(slot: int, batch: Any, wanted: Any) -> Any:
+        mixes.append({frozenset(w) for w in wanted})
+        return infer_outputs(slot, batch, wanted)
+
+    model.infer_outputs = spy  # type: ignore[method-assign]
+    asks = [frozenset(), frozenset({"sparse"}), frozenset({"multivector"}), frozenset({"sparse", "multivector"})]
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        lane = Lane(model, BatchLimits(max_tokens=4096, max_texts=64))
+        together = await asyncio.gather(*(lane.embed(TEXTS, 32, True, wanted) for wanted in asks))
+        alone = [await lane.embed(TEXTS, 32, True, wanted) for wanted in asks]
+        await lane.close()
+        return together, alone
+
+    together, alone = asyncio.run(run())
+    assert any(len(mix) > 1 for mix in mixes), "the requests shared no batch, so this checks nothing"
+    for wanted, mixed, single in zip(asks, together, alone, strict=True):
+        np.testing.assert_allclose(mixed.vectors, single.vectors, atol=1e-6)
+        assert (mixed.sparse is None) == ("sparse" not in wanted)
+        assert (mixed.multivector is None) == ("multivector" not in wanted)
+        for got, expected in zip(mixed.sparse or [], single.sparse or [], strict=True):
+            assert got.indices.tolist() == expected.indices.tolist()
+            np.testing.assert_allclose(got.values, expected.values, rtol=1e-5)
+        for got, expected in zip(mixed.multivector or [], single.multivector or [], strict=True):
+            assert _cosines(got, expected).min() >= 0.99999
+
+
+def test_a_manifest_from_before_outputs_were_kept_serves_its_heads() -> None:
+    """Models stored while the heads were kept but not yet served have `heads` and no `outputs` in their spec."""
+    written = ModelSpec.from_json(
+        {
+            "architecture": "bert",
+            "pooling": "cls",
+            "normalize": True,
+            "context_length": 32,
+            "dimension": 16,
+            "precision": "fp16",
+            "parameter_count": 1,
+            "heads": ["sparse", "multivector"],
+        }
+    )
+    assert written.outputs == ("dense", "sparse", "multivector")
+    assert ModelSpec.from_json({**written.to_json(), "heads": [], "outputs": None}).outputs == ("dense",)

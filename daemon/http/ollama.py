@@ -23,7 +23,7 @@ from daemon.http.routing import get_only
 from daemon.http.state import note_work, runtime_of, store_of
 from daemon.http.vectors import encoding_format, sparse_object, vectors
 from daemon.inference.embed import Embedded, EmbedOptions
-from modelstore.spec import DENSE, MULTIVECTOR, SPARSE
+from modelstore.spec import MULTIVECTOR, SPARSE
 from modelstore.store import ModelRecord, ModelStore
 
 OLLAMA_VERSION = "0.12.10"
@@ -58,10 +58,9 @@ def _queries(fields: Fields) -> bool:
     return _INPUT_TYPES[value.lower()]
 
 
-def _outputs(record: ModelRecord, result: Embedded, encoding: str) -> dict[str, Any]:
+def _outputs(result: Embedded, encoding: str) -> dict[str, Any]:
     """The answer's vectors: `embeddings` (empty for a model without dense vectors), and the outputs asked."""
-    dense = vectors(result.vectors, encoding) if DENSE in record.spec.outputs else []
-    answer: dict[str, Any] = {"embeddings": dense}
+    answer: dict[str, Any] = {"embeddings": vectors(result.vectors, encoding) if result.vectors.shape[1] else []}
     if result.sparse:
         answer["sparse_embeddings"] = [sparse_object(v) for v in result.sparse]
     if result.multivector:
@@ -78,11 +77,12 @@ async def embed(request: Request) -> Response:
     dimensions = fields.integer("dimensions")
     keep_alive = fields.keep_alive()
     options = fields.options()
-    extras, encoding, queries = _extras(fields), encoding_format(fields), _queries(fields)
-    # Ollama's order: the name's grammar, then the input's type, then whether the model is installed.
+    # Ollama's order: the name's grammar, then the input's type, then whether the model is installed; then
+    # ovembed's own fields.
     name = parse_embed_model(model_text)
     texts = embed_inputs(fields.raw("input"))
     record = installed(store_of(request), name, Err.MODEL_NOT_FOUND_PULL, model_text)
+    extras, encoding, queries = _extras(fields), encoding_format(fields), _queries(fields)
     num_ctx = check_options(options).get("num_ctx", 0)
     asked = EmbedOptions(keep_alive, truncate is not False, num_ctx, dimensions, extras=extras, queries=queries)
     async with cancelled_on_disconnect(request):
@@ -91,7 +91,7 @@ async def embed(request: Request) -> Response:
     if not texts:
         return OllamaJSON({"model": model_text, "embeddings": []})
     timings = views.timings(started, result.load_seconds, result.token_count)
-    return OllamaJSON({"model": model_text, **_outputs(record, result, encoding), **timings})
+    return OllamaJSON({"model": model_text, **_outputs(result, encoding), **timings})
 
 
 async def embeddings(request: Request) -> Response:

@@ -7,8 +7,6 @@ shape under /v1 (daemon/http/errors.py).
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,7 +15,7 @@ from daemon.http import views
 from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err
 from daemon.http.lookup import find_record, installed, parse_embed_model
-from daemon.http.request import read_fields
+from daemon.http.request import read_fields, required_texts
 from daemon.http.responses import PlainJSON
 from daemon.http.routing import get_only
 from daemon.http.state import note_work, runtime_of, store_of
@@ -26,23 +24,12 @@ from daemon.inference.embed import EmbedOptions
 from modelstore.names import InvalidName, parse_name
 
 
-def _inputs(value: Any) -> list[str]:
-    """`""` is one empty text here (unlike /api/embed); nothing and `[]` are refused."""
-    if value is None or value == []:
-        raise Err.INVALID_INPUT()
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise Err.INVALID_INPUT_TYPE()
-
-
 async def embeddings(request: Request) -> Response:
     fields = await read_fields(request, "EmbedRequest")
     model_text = fields.string("model")
     dimensions = fields.integer("dimensions")
     encoding = encoding_format(fields)
-    texts = _inputs(fields.raw("input"))
+    texts = required_texts(fields.raw("input"), Err.INVALID_INPUT)  # `""` is one text here, unlike /api/embed
     record = installed(store_of(request), parse_embed_model(model_text), Err.MODEL_NOT_FOUND_PULL, model_text)
     async with cancelled_on_disconnect(request):
         result = await runtime_of(request).embed(record, texts, EmbedOptions(dimensions=dimensions))

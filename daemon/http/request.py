@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
-from daemon.http.errors import Err
+from daemon.http.errors import Err, Reply
 from daemon.http.state import settings_of
 
 _JSON_KINDS = {str: "string", bool: "bool", int: "number", float: "number", list: "array", dict: "object"}
@@ -160,6 +160,18 @@ _BOOL_OPTIONS = {
     "use_mmap",
     "use_mlock",
 }
+
+
+def required_texts(value: Any, empty: Reply) -> list[str]:
+    """OpenAI's and TEI's inputs: a string (`""` is one empty text) or a non-empty list of strings; `empty` for
+    nothing or `[]`, `invalid input type` for anything else."""
+    if value is None or value == []:
+        raise empty()
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise Err.INVALID_INPUT_TYPE()
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,6 @@ TEI, truncation is off unless asked for. (TEI's /rerank is in rerank.py, with th
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,7 +14,7 @@ from starlette.routing import Route
 from daemon.http.disconnect import cancelled_on_disconnect
 from daemon.http.errors import Err
 from daemon.http.lookup import installed, only_model, parse_embed_model
-from daemon.http.request import read_fields
+from daemon.http.request import read_fields, required_texts
 from daemon.http.responses import PlainJSON
 from daemon.http.state import note_work, runtime_of, store_of
 from daemon.http.vectors import tei_sparse
@@ -24,21 +22,10 @@ from daemon.inference.embed import EmbedOptions
 from modelstore.spec import EMBED, SPARSE
 
 
-def _inputs(value: Any) -> list[str]:
-    """A string or a list of strings; TEI refuses nothing and an empty list."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    if value is None or value == []:
-        raise Err.INPUTS_EMPTY()
-    raise Err.INVALID_INPUT_TYPE()
-
-
 async def embed_sparse(request: Request) -> Response:
     fields = await read_fields(request, "EmbedSparseRequest")
     model_text = fields.string("model")
-    texts = _inputs(fields.raw("inputs"))
+    texts = required_texts(fields.raw("inputs"), Err.INPUTS_EMPTY)
     truncate = fields.boolean("truncate") is True
     store = store_of(request)
     if model_text:

@@ -33,7 +33,7 @@ from daemon.inference.tokenize import TokenizedText
 from daemon.metrics import BATCH_PADDING, BATCH_TEXTS, INFERENCE_SECONDS
 from modelstore.convert import openvino_reason
 from modelstore.network_io import SparseVector
-from modelstore.spec import MULTIVECTOR, SPARSE
+from modelstore.spec import DENSE, EMBED, MULTIVECTOR, SPARSE
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ class BatchLimits:
 
 @dataclass(frozen=True)
 class Pooled:
-    """An embedding model's output: each text's pooled vector (after its Dense layers, not normalized), in
-    input order, and each text's tokens that went through the network (the vector cache keeps them with it);
-    with each text's sparse vector and token vectors where the request asked for them."""
+    """An embedding model's output: each text's pooled vector (after its Dense layers, not normalized; none for
+    a model without dense vectors), in input order, and each text's tokens that went through the network (the
+    vector cache keeps them with it); with each text's sparse vector and token vectors where asked."""
 
     vectors: np.ndarray
     lengths: list[int]
@@ -96,7 +96,8 @@ class Job:
         """Input `index` of this job is row `position` of a batch's `rows`."""
         if self.future.done():
             return
-        self.rows[index] = rows.rows[position]
+        if self.rows.shape[1]:
+            self.rows[index] = rows.rows[position]
         if rows.extras is not None and self.wanted:
             self.sparse[index] = rows.extras.sparse[position]
             self.multivector[index] = rows.extras.multivector[position]
@@ -243,6 +244,8 @@ class Lane:
         self.limits = limits
         self.pool = Pool()
         self._wake = asyncio.Event()
+        # The rows a job keeps: none for a model without dense vectors (SPLADE's would be a vocabulary wide).
+        self.dense_width = model.spec.dimension if DENSE in model.spec.outputs or model.spec.task != EMBED else 0
         self._executor = ThreadPoolExecutor(max_workers=model.slots, thread_name_prefix="ovembed-infer")
         self._workers = [asyncio.create_task(self._work(slot)) for slot in range(model.slots)]
 
@@ -288,7 +291,7 @@ class Lane:
         job = Job(
             inputs=tokenized,
             future=asyncio.get_running_loop().create_future(),
-            rows=np.empty((count, self.model.spec.dimension), dtype=np.float32),
+            rows=np.empty((count, self.dense_width), dtype=np.float32),
             wanted=wanted,
             remaining=count,
             sparse=[None] * count if wanted else [],

@@ -111,7 +111,8 @@ class LoadedModel:
 
     def infer(self, slot: int, batch: Sequence[TokenizedText]) -> np.ndarray:
         """One float32 row per input of a padded batch, on the given slot's request: its pooled vector
-        [dimension] for an embedding model, its logit [1] for a reranker."""
+        [dimension] for an embedding model (a SPLADE network's vocabulary weights), its logit [1] for a
+        reranker."""
         return self.infer_outputs(slot, batch, ()).rows
 
     def infer_outputs(self, slot: int, batch: Sequence[TokenizedText], wanted: Sequence[Collection[str]]) -> Rows:

@@ -37,16 +37,16 @@ from modelstore.store import ModelRecord, ModelStore
 _STOPPED = "the shutdown bound passed before the request was done"
 
 
-def _check_outputs(record: ModelRecord, extras: frozenset[str]) -> None:
+def _check_outputs(record: ModelRecord, extras: frozenset[str], texts: Sequence[str]) -> None:
     """Raises WrongTask for a model that does not embed or lacks an output asked for, NoDenseOutput for a plain
-    request to one without a dense vector."""
+    request with texts to one without a dense vector (without texts, it loads or unloads the model)."""
     spec = record.spec
     if spec.task != EMBED:
         raise WrongTask(record.name.display, "embedding")
     for output in OUTPUTS:
         if output in extras and output not in spec.outputs:
             raise WrongTask(record.name.display, output)
-    if not extras and DENSE not in spec.outputs:
+    if texts and not extras and DENSE not in spec.outputs:
         raise NoDenseOutput(record.name.display, spec.outputs)
 
 
@@ -92,11 +92,11 @@ class Runtime:
         Raises WrongTask for a model that does not embed or lacks an output asked for, NoDenseOutput for a plain
         request to a model without a dense vector, and what admission, loading and the lane raise.
         """
-        _check_outputs(record, options.extras)
+        _check_outputs(record, options.extras, texts)
         pooled = None
         async with self._admitted(record, options.keep_alive, len(texts)) as (lane, load_seconds):
             if not texts:
-                return Embedded(np.zeros((0, record.spec.dimension), dtype=np.float32), 0, load_seconds)
+                return Embedded(np.zeros((0, lane.dense_width), dtype=np.float32), 0, load_seconds)
             limit = _limit(record, options.num_ctx)
             if options.extras:
                 pooled = await lane.embed(texts, limit, options.truncate, options.extras, options.queries)
@@ -107,8 +107,6 @@ class Runtime:
         EMBEDDED_TEXTS.inc(len(texts))
         for output in options.extras:
             EMBEDDED_OUTPUTS.labels(output).inc(len(texts))
-        if DENSE not in record.spec.outputs:  # the rows are what the sparse vectors were read from
-            vectors = vectors[:, :0]
         extras = (pooled.sparse or [], pooled.multivector or []) if pooled else ([], [])
         return Embedded(finish(vectors, options), token_count, load_seconds, *extras)
 

@@ -67,8 +67,12 @@ class ModelTokenizer:
         self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
         self.pad_id = self._pad_id()
-        # What a text never counts among its words: bge-m3's lexical weights drop these ids.
-        self.special_ids = frozenset(i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special)
+        # What a text never counts among its words: bge-m3's lexical weights drop these ids (FlagEmbedding drops
+        # cls, eos, pad and unk: every special token but the mask, which a text may spell out).
+        masks = {self.tokenizer.token_to_id(token) for token in ("<mask>", "[MASK]")}
+        self.special_ids = frozenset(
+            i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special and i not in masks
+        )
         # A ColBERT model's markers, its expansion token, and the tokens whose vectors documents drop: pylate looks
         # each skiplist word up as one token, and a word that is none is its unknown token.
         rules = self.spec.late_interaction
@@ -134,7 +138,7 @@ class ModelTokenizer:
         only as far as its own tokens unless the model attends to them."""
         rules = self.spec.late_interaction
         assert rules is not None
-        marked = [ids[0], self._markers[0 if query else 1], *ids[1:]]
+        marked = [*ids[:1], self._markers[0 if query else 1], *ids[1:]]
         if not (query and rules.expand_queries) or len(marked) >= length:
             return TokenizedText(np.asarray(marked, dtype=np.int64), query=query)
         attended = None if rules.attend_to_expansion else len(marked)
