@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +284,24 @@ def test_a_manifest_from_before_outputs_were_kept_serves_its_heads() -> None:
     )
     assert written.outputs == ("dense", "sparse", "multivector")
     assert ModelSpec.from_json({**written.to_json(), "heads": [], "outputs": None}).outputs == ("dense",)
+
+
+def test_the_daemon_keeps_numpys_blas_to_the_calling_thread() -> None:
+    """Heads and Dense layers run in numpy on the inference slots' threads; BLAS threads of its own would spin
+    against OpenVINO's streams. Importing the daemon first sets that, unless the environment says otherwise."""
+    pytest.importorskip("threadpoolctl")
+    probe = (
+        "import {first}numpy, threadpoolctl; "
+        "print(max(p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas'))"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+
+    def threads(first: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", probe.format(first=first)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert threads("daemon, ") == 1
+    assert threads("") == os.cpu_count()  # numpy alone: one per core
