@@ -120,6 +120,12 @@ def _int_env(name: str, default: int, minimum: int = 1) -> int:
     return value if value >= minimum else default
 
 
+def _upstream() -> str | None:
+    """OVEMBED_UPSTREAM, written as OLLAMA_HOST is (`127.0.0.1:11435`, `http://host:port`), as a base URL."""
+    text = _env("OVEMBED_UPSTREAM")
+    return parse_host(text).base_url if text else None
+
+
 def _origins() -> tuple[str, ...]:
     extra = [o.strip() for o in _env("OLLAMA_ORIGINS").split(",") if o.strip()]
     return tuple(extra)
@@ -162,6 +168,8 @@ class Settings:
     # The token vectors one request may ask for, as float32: two 8,192-token texts of bge-m3 (1,024 wide), or
     # 128k tokens of a 128-wide ColBERT; their JSON is about three times as large, base64 a third larger.
     max_multivector_mb: int = 64
+    # OVEMBED_UPSTREAM: the user's own Ollama (moved off 11434), for what ovembed does not serve; None: no upstream.
+    upstream: str | None = None
 
     @property
     def compile_cache(self) -> Path:
@@ -193,6 +201,7 @@ class Settings:
             read_timeout=_int_env("OVEMBED_READ_TIMEOUT", default.read_timeout),
             vector_cache_mb=_int_env("OVEMBED_CACHE_MB", default.vector_cache_mb, minimum=0),
             max_multivector_mb=_int_env("OVEMBED_MAX_MULTIVECTOR_MB", default.max_multivector_mb),
+            upstream=_upstream(),
             max_loaded_models=_int_env("OLLAMA_MAX_LOADED_MODELS", default.max_loaded_models),
             preload=tuple(n.strip() for n in _env("OVEMBED_PRELOAD").split(",") if n.strip()),
             debug=_env("OLLAMA_DEBUG").strip().lower() not in ("", "0", "false", "no", "off"),

@@ -26,6 +26,7 @@ from modelstore.names import parse_name
 from modelstore.store import ModelStore
 from tests.conftest import REPO, serving
 from tests.fakehub import FakeHub, running_hub
+from tests.standin_ollama import StandInOllama, running_stand_in
 from tests.test_convert import FIXTURES
 from tests.test_outputs import with_heads
 from tests.tinymodel import build_tiny_model
@@ -173,4 +174,25 @@ def test_a_pull_enters_no_module_twice(tmp_path: Path, tiny_dir: Path) -> None:
     seen = walks.modules()
     expected = {"daemon.inference.pulls", "modelstore.pull", "modelstore.fetch", "modelstore.hub", "modelstore.create"}
     assert expected <= seen, " ".join(sorted(seen))
+    assert not walks.doubled_back(), "\n".join(walks.doubled_back())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/chat", {"model": "llama3.2", "messages": [], "stream": False}),
+        ("GET", "/api/tags", None),
+        ("POST", "/api/embed", {"model": "nomic-upstream", "input": "x"}),
+    ],
+)
+def test_a_request_for_the_upstream_enters_no_module_twice(store_root: Path, method: str, path: str, body: Any) -> None:
+    """Beside an upstream Ollama: a route ovembed lacks, a merged list, and a model only the upstream holds,
+    which enters ovembed's route, finds no model, and is forwarded by the exception handler."""
+    stand_in = StandInOllama()
+    stand_in.gate.set()
+    with running_stand_in(stand_in) as url, serving(store_root, upstream=url) as client:
+        answers: list[int] = []
+        walks = traced(client, lambda: answers.append(client.request(method, path, json=body).status_code))
+    assert answers == [200]
+    assert "daemon.http.upstream" in walks.modules()
     assert not walks.doubled_back(), "\n".join(walks.doubled_back())

@@ -12,10 +12,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from daemon.http import metrics, ollama, openai, pull, rerank, tei
+from daemon.http import metrics, ollama, openai, pull, rerank, tei, upstream
 from daemon.http.errors import HANDLED, answer
 from daemon.http.guard import Guard
 from daemon.http.observe import Observe
+from daemon.http.upstream import Upstream
 from daemon.startup import Parts
 
 
@@ -29,20 +30,27 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 def create_app(parts: Parts) -> Starlette:
     """The app around parts built beforehand, so a bad device or store fails before the socket opens."""
     settings = parts.settings
+    beside = Upstream(settings.upstream) if settings.upstream else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings, app.state.store = settings, parts.store
         app.state.runtime, app.state.pulls = parts.runtime, parts.pulls
+        app.state.upstream = beside
         preloading = asyncio.create_task(parts.preload())  # in the background: the socket opens at once
         try:
             yield
         finally:
             preloading.cancel()
             await parts.close()
+            if beside is not None:
+                await beside.close()
 
-    handlers = {404: _routing_error, 405: _routing_error, Exception: answer, **dict.fromkeys(HANDLED, answer)}
+    handle = answer if beside is None else beside.handler(answer)
+    handlers = {404: _routing_error, 405: _routing_error, Exception: handle, **dict.fromkeys(HANDLED, handle)}
     routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *rerank.ROUTES, *tei.ROUTES, *metrics.ROUTES]
+    if beside is not None:  # last: what no route of ovembed's takes
+        routes += upstream.ROUTES
     return Starlette(
         routes=routes,
         middleware=[

@@ -64,6 +64,14 @@ class ApiError(Exception):
         self.message = message
 
 
+class ModelElsewhere(ApiError):
+    """A model ovembed does not hold (or, for a pull, cannot fetch): the upstream Ollama's when there is one
+    (OVEMBED_UPSTREAM, http/upstream.py), else answered as the error it carries."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.status, error.message)
+
+
 @dataclass(frozen=True)
 class Reply:
     """One row of the table: a status and a message template; call it with the template's fields."""
@@ -109,6 +117,11 @@ class Err:
     )
     INPUT_TYPE = Reply(400, 'input_type "{value}" is not one of query, document, search_query, search_document')
     INPUTS_EMPTY = Reply(422, "`inputs` cannot be empty")  # TEI's validation error
+    UPSTREAM_DOWN = Reply(
+        502,
+        "the Ollama at {address} (OVEMBED_UPSTREAM) did not answer ({reason}): check that it runs and listens "
+        "there, e.g. with OLLAMA_HOST set to that address",
+    )
     NO_SPARSE_MODEL = Reply(
         404, "no model with sparse vectors is installed: pull one (ovembed pull bge-m3) and send again"
     )

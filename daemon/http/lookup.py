@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.http.errors import Err, Reply
+from daemon.http.errors import Err, ModelElsewhere, Reply
 from daemon.http.request import Fields
 from modelstore.names import InvalidName, ModelName, parse_name
 from modelstore.store import ModelRecord, ModelStore
@@ -29,9 +29,10 @@ def find_record(store: ModelStore, name: ModelName) -> ModelRecord | None:
 
 
 def installed(store: ModelStore, name: ModelName, missing: Reply, shown: str) -> ModelRecord:
+    """The stored model; a name ovembed does not hold is the upstream Ollama's, if there is one, else `missing`."""
     record = find_record(store, name)
     if record is None:
-        raise missing(name=shown)
+        raise ModelElsewhere(missing(name=shown))
     return record
 
 

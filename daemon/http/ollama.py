@@ -21,6 +21,7 @@ from daemon.http.request import Fields, check_options, read_fields
 from daemon.http.responses import OllamaJSON, empty_ok
 from daemon.http.routing import get_only
 from daemon.http.state import note_work, runtime_of, store_of
+from daemon.http.upstream import upstream_of, with_upstreams
 from daemon.http.vectors import encoding_format, sparse_object, vectors
 from daemon.inference.embed import Embedded, EmbedOptions
 from modelstore.spec import MULTIVECTOR, SPARSE
@@ -126,8 +127,8 @@ def named_model(store: ModelStore, fields: Fields) -> ModelRecord:
 async def tags(request: Request) -> Response:
     if request.method == "HEAD":
         return OllamaJSON(None)
-    records = store_of(request).list()
-    return OllamaJSON({"models": [views.tag_item(r) for r in records]})
+    own = [views.tag_item(r) for r in store_of(request).list()]
+    return OllamaJSON({"models": await with_upstreams(request, own, "/api/tags", "models", "name", "modified_at")})
 
 
 async def show(request: Request) -> Response:
@@ -137,7 +138,8 @@ async def show(request: Request) -> Response:
 
 async def ps(request: Request) -> Response:
     runtime = runtime_of(request)
-    return OllamaJSON({"models": [views.ps_item(r, runtime.on_gpu) for r in runtime.running()]})
+    own = [views.ps_item(r, runtime.on_gpu) for r in runtime.running()]
+    return OllamaJSON({"models": await with_upstreams(request, own, "/api/ps", "models", "name", "expires_at")})
 
 
 async def delete(request: Request) -> Response:
@@ -164,7 +166,11 @@ async def copy(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return OllamaJSON({"version": OLLAMA_VERSION})
+    """Ollama's release whose API ovembed speaks; beside an upstream, the upstream's own, since clients check
+    the version for what the upstream serves (chat, tools, thinking)."""
+    upstream = upstream_of(request)
+    answered = await upstream.version() if upstream is not None else None
+    return OllamaJSON({"version": answered or OLLAMA_VERSION})
 
 
 async def root(request: Request) -> Response:

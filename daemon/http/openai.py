@@ -13,12 +13,13 @@ from starlette.routing import Route
 
 from daemon.http import views
 from daemon.http.disconnect import cancelled_on_disconnect
-from daemon.http.errors import Err
+from daemon.http.errors import Err, ModelElsewhere
 from daemon.http.lookup import find_record, installed, parse_embed_model
 from daemon.http.request import read_fields, required_texts
 from daemon.http.responses import PlainJSON
 from daemon.http.routing import get_only
 from daemon.http.state import note_work, runtime_of, store_of
+from daemon.http.upstream import with_upstreams
 from daemon.http.vectors import encoding_format, vectors
 from daemon.inference.embed import EmbedOptions
 from modelstore.names import InvalidName, parse_name
@@ -42,9 +43,10 @@ async def embeddings(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
-    records = store_of(request).list()
+    own = [views.openai_model(r) for r in store_of(request).list()]
+    listed = await with_upstreams(request, own, "/v1/models", "data", "id", "created")
     # Ollama answers `"data": null` when nothing is installed, and clients cope with it.
-    return PlainJSON({"object": "list", "data": [views.openai_model(r) for r in records] or None})
+    return PlainJSON({"object": "list", "data": listed or None})
 
 
 async def model(request: Request) -> Response:
@@ -52,10 +54,10 @@ async def model(request: Request) -> Response:
     try:
         name = parse_name(model_id)
     except InvalidName:
-        raise Err.MODEL_NOT_FOUND(name=model_id) from None
+        raise ModelElsewhere(Err.MODEL_NOT_FOUND(name=model_id)) from None
     record = find_record(store_of(request), name)
     if record is None:
-        raise Err.MODEL_NOT_FOUND(name=model_id)
+        raise ModelElsewhere(Err.MODEL_NOT_FOUND(name=model_id))
     return PlainJSON(views.openai_model(record, model_id))
 
 

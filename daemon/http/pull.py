@@ -11,11 +11,15 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from daemon.http.disconnect import cancelled_on_disconnect
-from daemon.http.errors import Err, as_api_error
+from daemon.http.errors import Err, ModelElsewhere, as_api_error
 from daemon.http.lookup import name_field, parse_model
 from daemon.http.request import read_fields
 from daemon.http.responses import OllamaJSON
 from daemon.http.state import pulls_of
+from daemon.http.upstream import upstream_of
+from modelstore.names import ModelName
+from modelstore.pull import resolve_source
+from modelstore.pull_errors import UnknownName
 from modelstore.pull_events import (
     Converting,
     Done,
@@ -67,9 +71,20 @@ async def _last(events: AsyncIterator[PullEvent]) -> Response:
     return OllamaJSON(progress_object(last))
 
 
+def _ours(name: ModelName) -> bool:
+    """A name ovembed pulls itself: its catalog's, or a Hugging Face repo; any other is the upstream's."""
+    try:
+        resolve_source(name)
+    except UnknownName:
+        return False
+    return True
+
+
 async def pull(request: Request) -> Response:
     fields = await read_fields(request, "PullRequest")
     name = parse_model(name_field(fields), empty=Err.INVALID_MODEL_NAME, invalid=Err.INVALID_MODEL_NAME)
+    if upstream_of(request) is not None and not _ours(name):
+        raise ModelElsewhere(Err.MODEL_NOT_FOUND(name=name.display))
     stream = fields.boolean("stream")
     events = pulls_of(request).follow(name)
     if stream is not False:

@@ -205,7 +205,9 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 async def read_fields(request: Request, struct: str) -> Fields:
     """The request's JSON body as Fields, with Go's errors naming `api.<struct>`."""
     settings = settings_of(request)
-    return parse_body(await read_body(request, settings.max_body_bytes, settings.read_timeout), struct)
+    raw = await read_body(request, settings.max_body_bytes, settings.read_timeout)
+    request.state.body = raw  # kept for the upstream Ollama, should the model named be its (http/upstream.py)
+    return parse_body(raw, struct)
 
 
 async def read_body(request: Request, limit: int, pause: float) -> bytes:
