@@ -126,6 +126,33 @@ def _upstream() -> str | None:
     return parse_host(text).base_url if text else None
 
 
+class ConfigError(ValueError):
+    """A setting the daemon cannot start with; the message says which and what to do."""
+
+
+def _api_key() -> str | None:
+    """OVEMBED_API_KEY, or the contents of OVEMBED_API_KEY_FILE (systemd's LoadCredential=) less the whitespace
+    around them; neither is no key. Both set, or a file that cannot be read or is empty, is refused."""
+    key, path = _env("OVEMBED_API_KEY"), _env("OVEMBED_API_KEY_FILE")
+    if key and path:
+        raise ConfigError("OVEMBED_API_KEY and OVEMBED_API_KEY_FILE are both set: set only one of them")
+    if not path:
+        return key or None
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"cannot read the API key from OVEMBED_API_KEY_FILE={path}: {reason}") from exc
+    if not key:
+        raise ConfigError(f"OVEMBED_API_KEY_FILE={path} is empty: write the key in it, or unset the variable")
+    return key
+
+
+def _on(text: str) -> bool:
+    """A yes/no setting, as OLLAMA_DEBUG reads: anything but empty, 0, false, no and off is yes."""
+    return text.lower() not in ("", "0", "false", "no", "off")
+
+
 def _origins() -> tuple[str, ...]:
     extra = [o.strip() for o in _env("OLLAMA_ORIGINS").split(",") if o.strip()]
     return tuple(extra)
@@ -170,6 +197,10 @@ class Settings:
     max_multivector_mb: int = 64
     # OVEMBED_UPSTREAM: the user's own Ollama (moved off 11434), for what ovembed does not serve; None: no upstream.
     upstream: str | None = None
+    # OVEMBED_API_KEY (or OVEMBED_API_KEY_FILE): every route but the open ones wants it as a Bearer token; never
+    # in a repr, so no log line of the settings can print it.
+    api_key: str | None = field(default=None, repr=False)
+    metrics_open: bool = False  # OVEMBED_METRICS_OPEN: /metrics answers without the key, for a scraper
 
     @property
     def compile_cache(self) -> Path:
@@ -177,6 +208,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The settings of this environment; a key setting that cannot be used raises ConfigError."""
         default = cls()
         models = _env("OVEMBED_MODELS")
         cache = _env("OVEMBED_CACHE_DIR")
@@ -204,5 +236,7 @@ class Settings:
             upstream=_upstream(),
             max_loaded_models=_int_env("OLLAMA_MAX_LOADED_MODELS", default.max_loaded_models),
             preload=tuple(n.strip() for n in _env("OVEMBED_PRELOAD").split(",") if n.strip()),
-            debug=_env("OLLAMA_DEBUG").strip().lower() not in ("", "0", "false", "no", "off"),
+            debug=_on(_env("OLLAMA_DEBUG")),
+            api_key=_api_key(),
+            metrics_open=_on(_env("OVEMBED_METRICS_OPEN")),
         )

@@ -305,6 +305,7 @@ ELSEWHERE = {
     "MultivectorTooLarge": "tests/test_outputs.py::test_token_vectors_past_their_bound_are_refused_before_they_run",
     "UPSTREAM_DOWN": "tests/test_upstream.py::"
     "test_an_upstream_that_is_down_gets_a_502_and_ovembeds_own_models_keep_working",
+    "UNAUTHORIZED": "tests/test_auth.py::test_the_refusal_is_each_apis_own_error_shape",  # an app with a key
 }
 
 

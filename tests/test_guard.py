@@ -127,8 +127,8 @@ def test_same_origin_request_gets_no_cors_headers(client: TestClient) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_preflight_from_allowed_origin(client: TestClient) -> None:
-    origin = "http://localhost:3000"
+def assert_preflight_answered(client: TestClient, origin: str = "http://localhost:3000") -> None:
+    """A browser's preflight from an allowed origin, answered with every method and header clients send."""
     response = client.options(
         "/api/embed",
         headers={
@@ -145,6 +145,10 @@ def test_preflight_from_allowed_origin(client: TestClient) -> None:
     allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
     assert {"authorization", "content-type", "user-agent", "accept", "x-requested-with", "openai-beta"} <= allowed
     assert any(h.startswith("x-stainless-") for h in allowed)
+
+
+def test_preflight_from_allowed_origin(client: TestClient) -> None:
+    assert_preflight_answered(client)
 
 
 def test_preflight_from_foreign_origin_is_refused(client: TestClient) -> None:

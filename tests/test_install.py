@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.conftest import REPO, daemon_env, free_port, wait_until_up
 from tests.test_systemd import INSTALLED, UNITS
 
 INSTALL = REPO / "scripts" / "install"
+KEY_DROPIN = "api-key.conf"
 # The executables the units start, relative to the install folder.
 EXECUTABLES = (".venv/bin/ovembed", ".venv/bin/opt_in_out", "scripts/provision")
 
@@ -31,10 +33,11 @@ def _install(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _serves(prefix: Path, root: Path) -> None:
-    """The installed ovembed answers, then exits 0 on SIGTERM as the unit expects."""
+def _serves(prefix: Path, root: Path, key_file: Path | None = None) -> None:
+    """The installed ovembed answers, then exits 0 on SIGTERM as the unit expects; given the key file (where
+    systemd's credential would be), it wants the key."""
     port = free_port()
-    env = daemon_env(root / "models", port)
+    env = daemon_env(root / "models", port, **({"OVEMBED_API_KEY_FILE": str(key_file)} if key_file else {}))
     root.mkdir(parents=True, exist_ok=True)
     log = root / "daemon.log"
     with log.open("wb") as out:
@@ -44,17 +47,26 @@ def _serves(prefix: Path, root: Path) -> None:
     try:
         wait_until_up(f"http://127.0.0.1:{port}", process, log)
         assert httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=10).json()["version"]
+        if key_file is not None:
+            tags = f"http://127.0.0.1:{port}/api/tags"
+            assert httpx.get(tags, timeout=10).status_code == 401
+            bearer = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+            assert httpx.get(tags, timeout=10, headers=bearer).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One install under a prefix, for the tests that only read it."""
+def installed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One install under a prefix with an API key, for the tests that only read it, and what it printed."""
     prefix = tmp_path_factory.mktemp("install") / "root"
-    _install("--prefix", str(prefix))
-    return prefix
+    return prefix, _install("--prefix", str(prefix), "--api-key").stdout
+
+
+@pytest.fixture(scope="module")
+def installed(installed_run: tuple[Path, str]) -> Path:
+    return installed_run[0]
 
 
 def test_what_the_units_start_is_where_they_look(installed: Path) -> None:
@@ -66,10 +78,31 @@ def test_what_the_units_start_is_where_they_look(installed: Path) -> None:
     for name in ("ovembed.env", "models"):
         assert (installed / "etc/ovembed" / name).read_text() == (REPO / "systemd" / name).read_text()
     assert (installed / "usr/local/bin/ovembed").resolve() == (opt / ".venv/bin/ovembed").resolve()
+    for unit in UNITS:  # --api-key: each unit reads the key as a credential
+        dropin = installed / "etc/systemd/system" / f"{unit}.d" / KEY_DROPIN
+        assert dropin.read_text() == (REPO / "systemd" / KEY_DROPIN).read_text()
+
+
+def test_the_api_key_is_made_once_readable_by_its_owner_only_and_never_printed(
+    installed_run: tuple[Path, str],
+) -> None:
+    prefix, printed = installed_run
+    key_file = prefix / "etc/ovembed/api-key"
+    key = key_file.read_text().strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", key)  # secrets.token_urlsafe(32)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key not in printed
+    assert f"API key: in {key_file} (root only)" in printed
+    # Again, as an upgrade would: the key is kept, the drop-ins too (the dry run shows it, touching nothing).
+    again = _install("--prefix", str(prefix), "--dry-run").stdout
+    units = prefix / "etc/systemd/system"
+    assert f"+ install -D -m 0644 {REPO}/systemd/{KEY_DROPIN} {units}/ovembed.service.d/{KEY_DROPIN}" in again
+    assert _install("--prefix", str(prefix), "--dry-run", "--api-key").stdout.count(f"keeping {key_file}") == 1
+    assert key_file.read_text().strip() == key
 
 
 def test_the_installed_daemon_serves_and_stops_as_the_unit_expects(installed: Path, tmp_path: Path) -> None:
-    _serves(installed, tmp_path)
+    _serves(installed, tmp_path, key_file=installed / "etc/ovembed/api-key")
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
@@ -94,7 +127,9 @@ def test_installing_again_keeps_the_operators_files_and_uninstalling_keeps_setti
     prefix = tmp_path / "root"
     opt = prefix / "opt" / "ovembed"
     etc = prefix / "etc" / "ovembed"
-    _install("--prefix", str(prefix))
+    first = _install("--prefix", str(prefix))
+    assert not (etc / "api-key").exists() and "API key" not in first.stdout  # no key unless asked
+    assert not list((prefix / "etc/systemd/system").glob("*.d"))
     (etc / "ovembed.env").write_text("OVEMBED_DEVICE=CPU\n")
     (etc / "models").write_text("nomic-embed-text\n")
 
@@ -104,7 +139,14 @@ def test_installing_again_keeps_the_operators_files_and_uninstalling_keeps_setti
     assert (etc / "models").read_text() == "nomic-embed-text\n"
     _serves(prefix, tmp_path / "state")
 
+    # A key made, then turned off: removing the file and installing again removes the drop-ins.
+    (prefix / "etc/systemd/system/ovembed.service.d").mkdir()
+    (prefix / "etc/systemd/system/ovembed.service.d" / KEY_DROPIN).write_text("[Service]\n")
+    planned = _install("--prefix", str(prefix), "--dry-run").stdout
+    assert f"+ rm -f {prefix}/etc/systemd/system/ovembed.service.d/{KEY_DROPIN}" in planned
+
     gone = _install("--prefix", str(prefix), "--uninstall")
+    assert not (prefix / "etc/systemd/system/ovembed.service.d").exists()
     assert not opt.exists() and not (prefix / "usr/local/bin/ovembed").is_symlink()
     assert not any((prefix / "etc/systemd/system" / unit).exists() for unit in UNITS)
     assert (etc / "ovembed.env").read_text() == "OVEMBED_DEVICE=CPU\n"

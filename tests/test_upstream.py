@@ -161,3 +161,21 @@ def test_an_upstream_that_is_down_gets_a_502_and_ovembeds_own_models_keep_workin
         assert running.log_path.read_text().count("does not answer") == 1  # once per outage, not per request
     finally:
         stop_daemon(running)
+
+
+def test_with_a_key_the_upstreams_routes_want_it_and_the_key_never_reaches_the_upstream(
+    tmp_path: Path, stand_in: StandInOllama, stand_in_url: str
+) -> None:
+    key = "a-key-only-ovembed-knows"
+    running = start_daemon(tmp_path, OVEMBED_UPSTREAM=stand_in_url, OVEMBED_API_KEY=key)
+    stand_in.gate.set()
+    try:
+        refused = httpx.post(f"{running.url}/api/chat", json={"model": "llama3.2", "messages": []}, timeout=30)
+        assert refused.status_code == 401
+        client = ollama.Client(host=running.url, headers={"Authorization": f"Bearer {key}"})
+        reply = client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+        assert reply.message.content == "Hello!"
+        assert all(key not in str(headers) for _, _, headers, _ in stand_in.seen)
+        assert all("authorization" not in headers for _, _, headers, _ in stand_in.seen)
+    finally:
+        stop_daemon(running)

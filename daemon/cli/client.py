@@ -23,6 +23,20 @@ def _error_text(response: httpx.Response) -> str:
         return response.text
 
 
+def _headers(settings: Settings) -> dict[str, str]:
+    """The daemon's API key from this environment (OVEMBED_API_KEY or OVEMBED_API_KEY_FILE), when one is set."""
+    return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+
+
+def _refused(settings: Settings, response: httpx.Response) -> CliError:
+    """The daemon's message; for a 401, also what this command sent."""
+    text = _error_text(response)
+    if response.status_code != 401:
+        return CliError(text)
+    sent = "the key it has was refused" if settings.api_key else "neither is set"
+    return CliError(f"{text}; this command sends OVEMBED_API_KEY or OVEMBED_API_KEY_FILE from its environment: {sent}")
+
+
 def _not_running(settings: Settings, exc: Exception) -> CliError:
     return CliError(f"could not connect to ovembed at {settings.listen.base_url} ({exc}); is `ovembed serve` running?")
 
@@ -31,12 +45,12 @@ def call(settings: Settings, method: str, path: str, body: dict[str, Any] | None
     """One request to the daemon; any error answer becomes the daemon's own message."""
     timeout = httpx.Timeout(600.0, connect=5.0)
     try:
-        with httpx.Client(base_url=settings.listen.base_url, timeout=timeout) as client:
+        with httpx.Client(base_url=settings.listen.base_url, timeout=timeout, headers=_headers(settings)) as client:
             response = client.request(method, path, content=orjson.dumps(body) if body is not None else None)
     except httpx.TransportError as exc:
         raise _not_running(settings, exc) from exc
     if response.status_code >= 400:
-        raise CliError(_error_text(response))
+        raise _refused(settings, response)
     return response
 
 
@@ -45,12 +59,14 @@ def pull_events(settings: Settings, model: str) -> Iterator[dict[str, Any]]:
     base_url = settings.listen.base_url
     try:
         with (
-            httpx.Client(base_url=base_url, timeout=httpx.Timeout(None, connect=5.0)) as client,
+            httpx.Client(
+                base_url=base_url, timeout=httpx.Timeout(None, connect=5.0), headers=_headers(settings)
+            ) as client,
             client.stream("POST", "/api/pull", json={"model": model, "stream": True}) as response,
         ):
             if response.status_code >= 400:
                 response.read()
-                raise CliError(_error_text(response))
+                raise _refused(settings, response)
             for line in response.iter_lines():
                 if not line.strip():
                     continue

@@ -14,7 +14,7 @@ import orjson
 from daemon.cli.client import CliError, call, pull_events
 from daemon.cli.humanize import human_time, table
 from daemon.cli.progress import PullProgress
-from daemon.config import Settings
+from daemon.config import ConfigError, Settings
 from modelstore.sizes import human_bytes
 from modelstore.spec import RERANK, Fidelity
 
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.handler(args, Settings.from_env())
-    except CliError as exc:
+    except (CliError, ConfigError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from daemon.http import metrics, ollama, openai, pull, rerank, tei, upstream
+from daemon.http.auth import Auth
 from daemon.http.errors import HANDLED, answer
 from daemon.http.guard import Guard
 from daemon.http.observe import Observe
@@ -51,12 +52,17 @@ def create_app(parts: Parts) -> Starlette:
     routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *rerank.ROUTES, *tei.ROUTES, *metrics.ROUTES]
     if beside is not None:  # last: what no route of ovembed's takes
         routes += upstream.ROUTES
+    # Outermost first: observe counts and logs every answer (a refusal too), the guard checks the Host and answers
+    # CORS preflights, then the API key, when one is set.
+    middleware = [
+        Middleware(Observe, routes=[route.path for route in routes]),
+        Middleware(Guard, listen=settings.listen, extra_origins=settings.extra_origins),
+    ]
+    if settings.api_key:
+        middleware.append(Middleware(Auth, key=settings.api_key, metrics_open=settings.metrics_open))
     return Starlette(
         routes=routes,
-        middleware=[
-            Middleware(Observe, routes=[route.path for route in routes]),
-            Middleware(Guard, listen=settings.listen, extra_origins=settings.extra_origins),
-        ],
+        middleware=middleware,
         exception_handlers=handlers,
         lifespan=lifespan,
     )

@@ -128,6 +128,11 @@ class Err:
     SPARSE_UNNAMED = Reply(
         400, 'name the model in "model": {count} with sparse vectors are installed, and only one can be the default'
     )
+    UNAUTHORIZED = Reply(
+        401,
+        'unauthorized: send "Authorization: Bearer <key>" with the key the daemon has in OVEMBED_API_KEY '
+        "(or OVEMBED_API_KEY_FILE)",
+    )
 
 
 _MISSING = "pull model manifest: file does not exist: "  # Ollama's words for a pull of what the registry lacks
