@@ -212,10 +212,10 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, ti
     raise AssertionError(f"daemon did not answer within {timeout}s:\n{log_path.read_text()}")
 
 
-def start_daemon(root: Path, **extra_env: str) -> Daemon:
+def start_daemon(root: Path, port: int | None = None, **extra_env: str) -> Daemon:
     """Start `ovembed serve` with its store under `root` (models may be stored there beforehand with
-    store_models); the caller stops it with stop_daemon."""
-    port = free_port()
+    store_models), on `port` or a free one; the caller stops it with stop_daemon."""
+    port = port or free_port()
     models_dir = root / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     env = daemon_env(models_dir, port, **extra_env)

@@ -303,6 +303,7 @@ ELSEWHERE = {
     "test_requests_still_running_at_the_shutdown_bound_are_answered_503_and_the_daemon_exits_0",
     "BODY_STALLED": "tests/test_api_embed.py::test_stalled_clients_lose_their_connection_and_a_slow_one_is_served",
     "MultivectorTooLarge": "tests/test_outputs.py::test_token_vectors_past_their_bound_are_refused_before_they_run",
+    "UPSTREAM_LOOP": "tests/test_upstream.py::test_an_upstream_address_that_is_ovembeds_own_is_a_loop_refused_at_once",
     "UPSTREAM_DOWN": "tests/test_upstream.py::"
     "test_an_upstream_that_is_down_gets_a_502_and_ovembeds_own_models_keep_working",
     "UNAUTHORIZED": "tests/test_auth.py::test_the_refusal_is_each_apis_own_error_shape",  # an app with a key

@@ -179,3 +179,19 @@ def test_with_a_key_the_upstreams_routes_want_it_and_the_key_never_reaches_the_u
         assert all("authorization" not in headers for _, _, headers, _ in stand_in.seen)
     finally:
         stop_daemon(running)
+
+
+def test_an_upstream_address_that_is_ovembeds_own_is_a_loop_refused_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    running = start_daemon(tmp_path, port, OVEMBED_UPSTREAM=f"127.0.0.1:{port}")
+    try:
+        looped = httpx.post(f"{running.url}/api/chat", json={"model": "llama3.2", "messages": []}, timeout=30)
+        assert looped.status_code == 508
+        assert looped.json() == {
+            "error": f"OVEMBED_UPSTREAM=http://127.0.0.1:{port} leads back to ovembed itself: set it to the address "
+            "your own Ollama listens on"
+        }
+        assert httpx.get(f"{running.url}/api/tags", timeout=30).json()["models"] == []  # asked round once
+        assert httpx.get(f"{running.url}/api/version", timeout=30).status_code == 200
+    finally:
+        stop_daemon(running)

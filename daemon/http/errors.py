@@ -122,6 +122,10 @@ class Err:
         "the Ollama at {address} (OVEMBED_UPSTREAM) did not answer ({reason}): check that it runs and listens "
         "there, e.g. with OLLAMA_HOST set to that address",
     )
+    UPSTREAM_LOOP = Reply(
+        508,
+        "OVEMBED_UPSTREAM={address} leads back to ovembed itself: set it to the address your own Ollama listens on",
+    )
     NO_SPARSE_MODEL = Reply(
         404, "no model with sparse vectors is installed: pull one (ovembed pull bge-m3) and send again"
     )

@@ -49,6 +49,9 @@ _TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=None, pool=None)
 # The model lists ask the upstream with a bound, so a stuck upstream cannot hold ovembed's own lists.
 _LIST_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# RFC 9110's Via, as a proxy adds it: a request that comes back with it has gone round in a circle (an upstream
+# address that is ovembed's own).
+_VIA = "1.1 ovembed"
 # Go writes nanoseconds; Python reads at most microseconds.
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -93,7 +96,10 @@ class Upstream:
     async def forward(self, request: Request, body: bytes | None = None) -> Response:
         """The request sent on as the client sent it (`body` when ovembed has read it already), and the
         upstream's answer streamed back. Raises the 502 ApiError when the upstream cannot be reached."""
+        if _looped(request):
+            raise Err.UPSTREAM_LOOP(address=self.url)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        headers.append(("via", _VIA))
         content = body if body is not None else request.stream()
         sent = self._client.build_request(
             request.method, request.url.path, params=request.url.query, headers=headers, content=content
@@ -132,7 +138,7 @@ class Upstream:
         """A small GET's JSON object, within a bound; empty when the upstream does not answer or answers
         something else."""
         try:
-            answer = await self._client.get(path, timeout=_LIST_TIMEOUT)
+            answer = await self._client.get(path, timeout=_LIST_TIMEOUT, headers={"via": _VIA})
         except httpx.HTTPError as exc:
             self._down(exc)
             return {}
@@ -170,8 +176,14 @@ class Upstream:
         return handle
 
 
+def _looped(request: Request) -> bool:
+    return _VIA in request.headers.getlist("via")
+
+
 def upstream_of(request: Request) -> Upstream | None:
-    return getattr(request.app.state, "upstream", None)
+    """The upstream, for a request that has not come back from it (one that has is answered as if there were
+    none, so a list or a version asks round the circle once, not for ever)."""
+    return None if _looped(request) else getattr(request.app.state, "upstream", None)
 
 
 async def with_upstreams(
@@ -189,8 +201,7 @@ async def with_upstreams(
 
 
 async def _everything_else(request: Request) -> Response:
-    upstream = upstream_of(request)
-    assert upstream is not None  # the route exists only beside an upstream
+    upstream: Upstream = request.app.state.upstream  # the route exists only beside one
     return await upstream.forward(request)
 
 
