@@ -100,7 +100,8 @@ class Upstream:
             raise Err.UPSTREAM_LOOP(address=self.url)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         headers.append(("via", _VIA))
-        content = body if body is not None else request.stream()
+        sends_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+        content = body if body is not None else request.stream() if sends_body else None
         sent = self._client.build_request(
             request.method, request.url.path, params=request.url.query, headers=headers, content=content
         )
