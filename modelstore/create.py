@@ -83,9 +83,9 @@ def _store_dense(dense: list[DenseModule], staged: Path) -> None:
         _save_linear(staged / dense_file(index), weight, bias)
 
 
-def _store_projection(weights: Path, staged: Path, width: int | None) -> tuple[str, ...]:
+def _store_projection(weights: Path, staged: Path, width: int | None) -> dict[str, int]:
     """A ColBERT model's projection of every token (`linear.weight`, and a bias if it has one) as its
-    multi-vector head."""
+    multi-vector head; its width."""
     try:
         checkpoint = Checkpoint.open(weights)
         weight = checkpoint.get("linear.weight").as_float32()
@@ -95,7 +95,7 @@ def _store_projection(weights: Path, staged: Path, width: int | None) -> tuple[s
     if width and weight.shape[1] != width:
         raise CreateError(f"the ColBERT projection takes {weight.shape[1]}-wide states and the network gives {width}")
     _save_linear(staged / head_file(MULTIVECTOR), weight, bias)
-    return (MULTIVECTOR,)
+    return {MULTIVECTOR: int(weight.shape[0])}
 
 
 def _check_markers(description: ModelDescription, tokenizer: Tokenizer) -> None:
@@ -106,16 +106,17 @@ def _check_markers(description: ModelDescription, tokenizer: Tokenizer) -> None:
             raise CreateError(f"the ColBERT marker {marker!r} is not a token of the model's tokenizer")
 
 
-def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ...]:
+def _store_heads(folder: Path, staged: Path, width: int | None) -> dict[str, int]:
     """FlagEmbedding's heads in the folder (bge-m3's sparse and ColBERT), each as float32 weight and bias beside
-    the network, read without unpickling, or a ColBERT model's projection; the outputs they give."""
+    the network, read without unpickling, or a ColBERT model's projection; the outputs they give, with the width
+    of each."""
     try:
         colbert = read_colbert(folder)
     except ColbertError as exc:
         raise CreateError(str(exc)) from exc
     if colbert is not None:
         return _store_projection(colbert.projection, staged, width)
-    stored = []
+    stored = {}
     for output, name in REPO_HEADS.items():
         path = folder / name
         if not path.is_file():
@@ -130,8 +131,8 @@ def _store_heads(folder: Path, staged: Path, width: int | None) -> tuple[str, ..
         if width and weight.shape[1] != width:
             raise CreateError(f"{name} takes {weight.shape[1]}-wide states and the network gives {width}")
         _save_linear(staged / head_file(output), weight, tensors.get("bias"))
-        stored.append(output)
-    return tuple(stored)
+        stored[output] = int(weight.shape[0])
+    return stored
 
 
 def _store_answer_head(checkpoint_path: Path, tokenizer: Tokenizer, staged: Path) -> None:
@@ -229,14 +230,14 @@ def create_from_folder(
                 shutil.copyfile(tokenizer, staged / TOKENIZER_FILE)
             else:
                 patched.save(str(staged / TOKENIZER_FILE))
-            heads: tuple[str, ...] = ()
+            heads: dict[str, int] = {}
             if answers:
                 _store_answer_head(network, loaded, staged)
                 dimension = 1
             else:
                 dense = read_dense(folder)
                 _store_dense(dense, staged)
-                heads = _store_heads(folder, staged, info.dimension) if output == EMBED else ()
+                heads = _store_heads(folder, staged, info.dimension) if output == EMBED else {}
                 dimension = dense[-1].out_features if dense else info.dimension or description.dimension
             if not dimension:
                 raise CreateError(f"cannot tell the embedding size of {network.name}")
@@ -251,7 +252,8 @@ def create_from_folder(
                 parameter_count=info.parameter_count,
                 quantization=level,
                 fidelity=fidelity,
-                heads=heads,
+                heads=tuple(heads),
+                multivector_dimension=heads.get(MULTIVECTOR, 0),
             )
             source = source or str(folder)
             record = store.commit(name, staged, spec, f"{source} ({network.relative_to(folder)})", provenance)

@@ -124,6 +124,8 @@ class ModelSpec(ModelDescription):
     # The outputs whose heads are stored beside the network (layout.head_file): sparse, multivector. They are
     # among `outputs` too.
     heads: tuple[str, ...] = field(default=(), kw_only=True)
+    # How many floats each token vector holds (its head's width); 0 for a model without them.
+    multivector_dimension: int = field(default=0, kw_only=True)
 
     @classmethod
     def of(
@@ -135,6 +137,7 @@ class ModelSpec(ModelDescription):
         quantization: str = "",
         fidelity: Fidelity | None = None,
         heads: tuple[str, ...] = (),
+        multivector_dimension: int = 0,
     ) -> ModelSpec:
         served = {*description.outputs, *heads}
         return cls(
@@ -148,6 +151,7 @@ class ModelSpec(ModelDescription):
             quantization=quantization,
             fidelity=fidelity,
             heads=heads,
+            multivector_dimension=multivector_dimension,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -174,6 +178,7 @@ class ModelSpec(ModelDescription):
             quantization=str(data.get("quantization") or ""),
             fidelity=Fidelity.from_json(data["fidelity"]) if data.get("fidelity") else None,
             heads=heads,
+            multivector_dimension=int(data.get("multivector_dimension") or 0),
             # Manifests from before `outputs` was kept: dense, and the outputs of their stored heads.
             outputs=tuple(str(o) for o in data.get("outputs") or (o for o in OUTPUTS if o == DENSE or o in heads)),
             late_interaction=LateInteraction.from_json(data["late_interaction"])

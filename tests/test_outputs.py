@@ -162,11 +162,9 @@ def test_a_model_without_the_output_answers_ollamas_capability_error(client: Tes
 
 
 def test_show_lists_each_output_as_a_capability(client: TestClient) -> None:
-    assert client.post("/api/show", json={"model": "m3"}).json()["capabilities"] == [
-        "embedding",
-        "sparse",
-        "multivector",
-    ]
+    shown = client.post("/api/show", json={"model": "m3"}).json()
+    assert shown["capabilities"] == ["embedding", "sparse", "multivector"]
+    assert shown["model_info"]["ovembed.multivector_dimension"] == 16  # the ColBERT head's width
     assert client.post("/api/show", json={"model": "tiny"}).json()["capabilities"] == ["embedding"]
 
 

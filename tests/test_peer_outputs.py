@@ -153,6 +153,8 @@ def test_colbert_vectors_are_pylates_in_either_layout(
     queries = _embed(client, model, _read(COLBERT, "queries.json"), multivector=True, input_type="query")
     texts = _embed(client, model, _read(COLBERT, "texts.json"), multivector=True)
     assert queries["embeddings"] == texts["embeddings"] == []  # ColBERT gives no dense vector
+    shown = client.post("/api/show", json={"model": model}).json()["model_info"]
+    assert shown["ovembed.multivector_dimension"] == 16  # the projection's width, not the network's 32
     reference = np.load(COLBERT / "colbert.npz")
     for kind, answer in (("query", queries), ("text", texts)):
         for index, vectors in enumerate(answer["multivector_embeddings"]):

@@ -75,6 +75,8 @@ def model_info(record: ModelRecord, compute_precision: str) -> dict[str, Any]:
         info.update(_fidelity(spec.fidelity))
     if spec.heads:
         info["ovembed.heads"] = list(spec.heads)
+    if spec.multivector_dimension:
+        info["ovembed.multivector_dimension"] = spec.multivector_dimension
     if record.provenance is not None:
         info.update(_pulled_from(record.provenance))
     return info
