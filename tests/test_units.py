@@ -12,7 +12,7 @@ from daemon.cli.humanize import human_time
 from daemon.durations import DurationError, keep_alive_seconds, parse_go_duration
 from daemon.http.guard import host_allowed
 from daemon.http.views import parameter_size
-from daemon.inference.device import DeviceError, compile_config, pick_device
+from daemon.inference.device import DeviceChoice, DeviceError, compile_config, pick_device
 from daemon.inference.tokenize import longest_first
 from modelstore.sizes import human_bytes
 from tests.test_convert import FIXTURES
@@ -32,6 +32,8 @@ TYPES = {"CPU": "INTEGRATED", "GPU.0": "INTEGRATED", "GPU.1": "DISCRETE", "GPU":
         ("GPU", ["CPU", "GPU.0", "GPU.1"], "GPU"),
         ("GPU.0", ["CPU", "GPU.0", "GPU.1"], "GPU.0"),
         ("HETERO:GPU,CPU", ["CPU", "GPU"], "HETERO:GPU,CPU"),
+        ("AUTO:GPU.0,GPU.1", ["CPU", "GPU.0", "GPU.1"], "AUTO:GPU.0,GPU.1"),  # OpenVINO's AUTO over both
+        ("auto:cpu", ["CPU"], "AUTO:CPU"),
     ],
 )
 def test_device_choice(requested: str, available: list[str], chosen: str) -> None:
@@ -59,6 +61,18 @@ def test_compile_config() -> None:
         compile_config("fp8", "THROUGHPUT")
     with pytest.raises(DeviceError, match="THROUGHPUT, LATENCY"):
         compile_config("auto", "fast")
+
+
+def test_auto_over_a_device_list_compiles_for_cumulative_throughput() -> None:
+    """AUTO's plain THROUGHPUT would run on one of the devices; CUMULATIVE_THROUGHPUT runs on them all."""
+    spread = compile_config("auto", "THROUGHPUT", "AUTO:GPU.0,GPU.1")
+    assert spread == {"PERFORMANCE_HINT": "CUMULATIVE_THROUGHPUT"}
+    assert compile_config("fp16", "THROUGHPUT", "AUTO:GPU.0,GPU.1")["INFERENCE_PRECISION_HINT"] == "f16"
+    assert compile_config("auto", "LATENCY", "AUTO:GPU.0,GPU.1") == {"PERFORMANCE_HINT": "LATENCY"}
+    for single in ("CPU", "GPU.1", "HETERO:GPU,CPU"):
+        assert compile_config("auto", "THROUGHPUT", single) == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    assert DeviceChoice("AUTO:GPU.0,GPU.1", spread).is_gpu and DeviceChoice("GPU.0", {}).is_gpu
+    assert not DeviceChoice("AUTO:CPU", spread).is_gpu
 
 
 @pytest.mark.parametrize(

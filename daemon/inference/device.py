@@ -3,6 +3,10 @@
 On a home server the point of ovembed is the Intel GPU, so `auto` takes a discrete Arc first, then an
 integrated GPU, then the CPU. A device that was asked for by name and is absent is an error at start,
 never a silent fall back to the CPU.
+
+OpenVINO's AUTO with a list of devices (`AUTO:GPU.0,GPU.1`) runs one compiled model on all of them: compiled
+with the CUMULATIVE_THROUGHPUT hint, its infer requests (the model's slots, as many as it asks for) are spread
+over the devices, so one daemon and one queue keep several GPUs busy.
 """
 
 from __future__ import annotations
@@ -30,7 +34,19 @@ class DeviceChoice:
 
     @property
     def is_gpu(self) -> bool:
-        return self.name.startswith("GPU")
+        """A GPU, alone or among a virtual device's members (whose kernels also want few padded lengths)."""
+        return any(member.startswith("GPU") for member in members(self.name))
+
+
+def members(device: str) -> list[str]:
+    """The devices a name runs on: itself, or a virtual device's list (`AUTO:GPU.0,GPU.1`)."""
+    virtual, _, listed = device.partition(":")
+    return [m for m in listed.split(",") if m] if virtual in _VIRTUAL else [device]
+
+
+def spreads(device: str) -> bool:
+    """AUTO over a list of devices, which runs a model on all of them at once with CUMULATIVE_THROUGHPUT."""
+    return device.startswith("AUTO:") and bool(members(device))
 
 
 def _present(device: str, available: Sequence[str]) -> bool:
@@ -59,11 +75,12 @@ def pick_device(requested: str, available: Sequence[str], device_type: Callable[
     return wanted
 
 
-def compile_config(precision: str, hint: str) -> dict[str, str]:
-    """OpenVINO properties for OVEMBED_PRECISION and OVEMBED_PERFORMANCE_HINT.
+def compile_config(precision: str, hint: str, device: str = "CPU") -> dict[str, str]:
+    """OpenVINO properties for OVEMBED_PRECISION and OVEMBED_PERFORMANCE_HINT on `device`.
 
     `auto` sets no precision here: the engine measures one per model (precision.py), and a device it does
-    not measure keeps OpenVINO's own default.
+    not measure keeps OpenVINO's own default. THROUGHPUT on AUTO over a list of devices is CUMULATIVE_THROUGHPUT,
+    which uses them all (AUTO's plain THROUGHPUT would pick one); LATENCY stays LATENCY there.
     """
     key = precision.strip().lower()
     if key not in _PRECISIONS:
@@ -71,6 +88,8 @@ def compile_config(precision: str, hint: str) -> dict[str, str]:
     mode = hint.strip().upper()
     if mode not in _HINTS:
         raise DeviceError(f"OVEMBED_PERFORMANCE_HINT={hint} is not one of THROUGHPUT, LATENCY")
+    if mode == "THROUGHPUT" and spreads(device):
+        mode = "CUMULATIVE_THROUGHPUT"
     config = {"PERFORMANCE_HINT": mode}
     chosen = _PRECISIONS[key]
     if chosen:

@@ -24,11 +24,15 @@ from daemon.inference.precision import (
     MIN_COSINE,
     MIN_SCORE_CORRELATION,
     PROBE_TEXTS,
+    RULE,
     Choices,
     Probe,
+    Timing,
     candidates,
+    interleaved,
     pick,
     probe,
+    reasons,
     trial,
 )
 from daemon.inference.precision_trial import TrialFailed, run_trial
@@ -52,9 +56,17 @@ _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 def compute_precision(compiled: ov.CompiledModel) -> str:
-    """The precision the device computes in, as the compiled model reports it (fp32, bf16, fp16)."""
-    kind = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    return _PRECISION_NAMES.get(kind, kind)
+    """The precision the device computes in, as the compiled model reports it (fp32, bf16, fp16).
+
+    AUTO over several devices answers for none of them but names each one's own; where they differ (a GPU in
+    fp16 beside a CPU in bf16) both are said, `bf16+fp16`.
+    """
+    try:
+        kinds = [compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()]
+    except RuntimeError:
+        members = compiled.get_property("DEVICE_PROPERTIES").values()
+        kinds = [m["INFERENCE_PRECISION_HINT"].get_type_name() for m in members if "INFERENCE_PRECISION_HINT" in m]
+    return "+".join(sorted({_PRECISION_NAMES.get(kind, kind) for kind in kinds})) or "device default"
 
 
 def _runs_in(record: ModelRecord, compiled: ov.CompiledModel) -> str:
@@ -163,9 +175,10 @@ class Engine:
         self._cache_dir = cache_dir
         self._hint = hint
         name = pick_device(device, self.core.available_devices, self._device_type)
-        self.device = DeviceChoice(name=name, config=compile_config(precision, hint))
+        self.device = DeviceChoice(name=name, config=compile_config(precision, hint, name))
         full_name, capabilities = self._full_name(name), self._capabilities(name)
         measured = precision.strip().lower() == "auto"
+        self._capabilities_seen = capabilities
         self._candidates = candidates(name, capabilities) if measured else ()
         self.choices = Choices(cache_dir / PRECISION_FILE if cache_dir is not None else None)
         # The same model on another device, CPU or OpenVINO release may well choose otherwise.
@@ -189,8 +202,9 @@ class Engine:
 
     def prune_cache(self, digests: set[str]) -> None:
         """Drop the compiled blobs and precision choices of models no longer stored (`digests` are those that
-        are), so a deleted model's cache does not stay on disk for good."""
-        self.choices.keep(lambda key: key.split(" ", 1)[0] in digests)
+        are), and the choices made under an earlier rule, so a deleted model's cache does not stay on disk for
+        good."""
+        self.choices.keep(lambda key: key.split(" ")[0] in digests and key.split(" ")[1:2] == [RULE])
         compiled = self._cache_dir / COMPILED_FOLDER if self._cache_dir is not None else None
         if compiled is None or not compiled.is_dir():
             return
@@ -219,7 +233,7 @@ class Engine:
         return self._measure(record)
 
     def _choice_key(self, record: ModelRecord) -> str:
-        return f"{record.digest} {self._machine}"
+        return f"{record.digest} {RULE} {self._machine}"
 
     def _config(self, precision: str) -> dict[str, str]:
         return {**self.device.config, "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
@@ -240,14 +254,22 @@ class Engine:
         compiled = self._compile(record, config)
         return LoadedModel(record, compiled, self.device, widen=lambda: self._compile(record, fp32))
 
+    def measure(self, record: ModelRecord) -> LoadedModel:
+        """`load` measuring again whatever is remembered (and remembering the new choice)."""
+        return self._measure(record) if self._candidates and not record.spec.quantization else self.load(record)
+
     def _measure(self, record: ModelRecord) -> LoadedModel:
         """fp32, the reference, runs here (its failure is the load's); each narrower candidate in a child
-        process, whose crash fails only that candidate. The model picked is compiled here."""
+        process, whose crash fails only that candidate, timed there against fp32. The model picked is compiled
+        here."""
         started = time.perf_counter()
         reference_model = self._loaded(record, self._config(self._candidates[0]))
         reference = probe_model(reference_model)
         bar = MIN_SCORE_CORRELATION if record.spec.task == RERANK else MIN_COSINE
         trials = [trial(self._candidates[0], reference, reference, bar)]
+        if len(self._candidates) > 1:
+            # The child holds fp32 and the candidate for its timing: a third copy of a large model is too many.
+            del reference_model
         for precision in self._candidates[1:]:
             try:
                 measured = run_trial(record, self.device.name, precision, self._hint, self._cache_dir)
@@ -258,25 +280,34 @@ class Engine:
         chosen = pick(trials)
         self.choices.remember(self._choice_key(record), chosen, trials)
         log.info(
-            "%s runs in %s on %s, measured in %.1f s: %s",
+            "%s runs in %s on %s, measured in %.1f s (rule %s): %s",
             record.name.display,
             chosen,
             self.device.name,
             time.perf_counter() - started,
-            ", ".join(f"{t.precision} {t.seconds * 1000:.1f} ms cosine {t.cosine:.6f}" for t in trials),
+            RULE,
+            reasons(trials, self._capabilities_seen),
         )
-        if chosen == reference_model.precision:
+        if len(self._candidates) == 1:
             return reference_model
-        del reference_model  # before the next compile, so two copies of a large model are never held
         return self._loaded(record, self._config(chosen))
 
 
-def probe_model(model: LoadedModel) -> Probe:
-    """The probe texts through `model`: in one batch, timed, and each alone; a reranker scores each against
-    the second as its query."""
+def _probe_tokens(model: LoadedModel) -> list[TokenizedText]:
+    """The probe texts tokenized; a reranker scores each against the second as its query."""
     limit = model.spec.context_length
     if model.spec.task == RERANK:
-        tokens = model.tokens.pairs(PROBE_TEXTS[1], PROBE_TEXTS, limit)
-    else:
-        tokens = model.tokens.texts(PROBE_TEXTS, limit, True)
+        return model.tokens.pairs(PROBE_TEXTS[1], PROBE_TEXTS, limit)
+    return model.tokens.texts(PROBE_TEXTS, limit, True)
+
+
+def probe_model(model: LoadedModel) -> Probe:
+    """The probe texts through `model`: in one batch, and each alone."""
+    tokens = _probe_tokens(model)
     return probe(lambda: model.infer(0, tokens), lambda i: model.infer(0, tokens[i : i + 1]), len(tokens))
+
+
+def time_against(model: LoadedModel, reference: LoadedModel) -> Timing:
+    """The probe batch through `model` and through `reference` (fp32), timed in turn."""
+    mine, theirs = _probe_tokens(model), _probe_tokens(reference)
+    return interleaved(lambda: model.infer(0, mine), lambda: reference.infer(0, theirs))

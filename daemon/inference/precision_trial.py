@@ -30,7 +30,8 @@ class TrialFailed(RuntimeError):
 
 
 def run_trial(record: ModelRecord, device: str, precision: str, hint: str, cache_dir: Path | None) -> Probe:
-    """The probe vectors and time of `record` compiled in `precision`, measured in a child process."""
+    """The probe vectors of `record` compiled in `precision`, and its time against fp32's, measured in a child
+    process."""
     request = {
         "manifest": record.to_manifest(),
         "path": str(record.path),
@@ -61,4 +62,10 @@ def run_trial(record: ModelRecord, device: str, precision: str, hint: str, cache
     answer = json.loads(done.stdout)
     if answer["precision"] != precision:  # it overflowed while probed, and pinned itself to fp32
         raise TrialFailed(f"gave non-finite vectors in {precision}")
-    return Probe(np.array(answer["batch"]), np.array(answer["alone"]), float(answer["seconds"]))
+    return Probe(
+        np.array(answer["batch"]),
+        np.array(answer["alone"]),
+        float(answer["seconds"]),
+        float(answer["slowdown"]),
+        int(answer["runs"]),
+    )
