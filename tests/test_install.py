@@ -191,3 +191,63 @@ def test_the_env_file_and_the_readme_list_every_setting_with_its_default() -> No
         default = getattr(defaults, field) if field else None
         if isinstance(default, int) and not isinstance(default, bool):
             assert listed[variable] == str(default), (variable, listed[variable], default)
+
+
+def _nginx_accepts(site: Path, folder: Path) -> None:
+    """`nginx -t` on an installed conf.d file, inside an nginx.conf whose paths are all in `folder`."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    main = folder / "nginx.conf"
+    main.write_text(
+        f"pid {folder}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{ client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; include {site}; }}\n"
+    )
+    checked = subprocess.run([nginx, "-t", "-p", str(folder), "-c", str(main), "-e", "stderr"], capture_output=True)
+    assert checked.returncode == 0, checked.stderr.decode()
+
+
+def test_instances_and_a_balancer_install_beside_one_store(tmp_path: Path) -> None:
+    """--instances writes each instance's settings and the template; --balancer nginx (then haproxy) writes the
+    shipped config with one server line per instance, which the real tool accepts; uninstall removes them and
+    keeps the instances' settings."""
+    prefix = tmp_path / "root"
+    etc, units = prefix / "etc/ovembed", prefix / "etc/systemd/system"
+    bad = subprocess.run(["bash", str(INSTALL), "--prefix", str(prefix), "--instances", "GPU.0"], capture_output=True)
+    assert bad.returncode == 2 and b"not DEVICE:PORT" in bad.stderr
+    done = _install("--prefix", str(prefix), "--instances", "GPU.0:11441,cpu-b=CPU:11442", "--balancer", "nginx")
+    assert "enable ovembed@gpu0.service ovembed@cpu-b.service yourself" in done.stdout
+    for name, device, port in (("gpu0", "GPU.0", 11441), ("cpu-b", "CPU", 11442)):
+        settings = dict(re.findall(r"^([A-Z_]+)=(.*)$", (etc / f"ovembed@{name}.env").read_text(), re.MULTILINE))
+        assert settings == {"OVEMBED_DEVICE": device, "OLLAMA_HOST": f"127.0.0.1:{port}"}
+    assert (units / "ovembed@.service").read_text() == (REPO / "systemd/ovembed@.service").read_text()
+    site = prefix / "etc/nginx/conf.d/ovembed.conf"
+    assert re.findall(r"(?m)^    server 127\.0\.0\.1:(\d+) ", site.read_text()) == ["11441", "11442"]
+    if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
+        (tmp_path / "nginx").mkdir()
+        _nginx_accepts(site, tmp_path / "nginx")
+    if shutil.which("systemd-analyze"):  # an instance of the template, as systemd would load it
+        text = (units / "ovembed@.service").read_text()
+        (units / "ovembed@.service").write_text(text.replace(INSTALLED, str(prefix / "opt/ovembed")))
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", "ovembed@gpu0.service"], cwd=units, capture_output=True, text=True
+        )
+        assert (verified.returncode, verified.stderr.strip()) == (0, ""), verified.stderr
+
+    _install("--prefix", str(prefix), "--instances", "GPU.0:11441,GPU.1:11442", "--balancer", "haproxy")
+    cfg = prefix / "etc/haproxy/ovembed.cfg"
+    assert re.findall(r"(?m)^    server (\S+) 127\.0\.0\.1:(\d+)$", cfg.read_text()) == [
+        ("gpu0", "11441"),
+        ("gpu1", "11442"),
+    ]
+    dropin = units / "haproxy.service.d/ovembed.conf"
+    assert "-f /etc/haproxy/ovembed.cfg" in dropin.read_text()
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if os.path.exists(haproxy):
+        (tmp_path / "global.cfg").write_text("global\n    log stderr local0\n")
+        checked = subprocess.run(
+            [haproxy, "-c", "-f", str(tmp_path / "global.cfg"), "-f", str(cfg)], capture_output=True
+        )
+        assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+    _install("--prefix", str(prefix), "--uninstall")
+    assert not any(path.exists() for path in (site, cfg, dropin, units / "ovembed@.service"))
+    assert (etc / "ovembed@gpu1.env").exists()

@@ -1,4 +1,5 @@
-"""The two units as systemd rates them (`systemd-analyze security`); test_install.py verifies them installed."""
+"""The units (the template of one instance per device among them) as systemd rates them
+(`systemd-analyze security`); test_install.py verifies them installed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 
-UNITS = ("ovembed.service", "ovembed-provision.service")
+UNITS = ("ovembed.service", "ovembed-provision.service", "ovembed@.service")
 INSTALLED = "/opt/ovembed"
 OK_EXPOSURE = 2.5  # systemd's own "OK" band ends here
 
