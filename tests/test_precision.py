@@ -15,6 +15,7 @@ from daemon.inference.precision import (
     MAX_SLOWDOWN,
     MIN_SCORE_CORRELATION,
     RULE,
+    Choices,
     Trial,
     candidates,
     pick,
@@ -270,3 +271,17 @@ def test_a_cosine_of_scores_compares_them_across_texts() -> None:
     assert worst_cosine(scores, scores) == pytest.approx(1.0)
     assert worst_cosine(scores, -scores) == pytest.approx(-1.0)
     assert worst_cosine(scores, scores[[1, 0, 2]]) < 0  # the same numbers in another order: another ranking
+
+
+def test_daemons_sharing_a_cache_keep_each_others_choices(tmp_path: Path) -> None:
+    """One daemon per device on one box may share the cache folder: neither write loses the other's choice, and
+    each finds a choice the other made since it started."""
+    path = tmp_path / "precision.json"
+    first, second = Choices(path), Choices(path)
+    trial = Trial("bf16", 0.01, 0.99999, 0.99999)
+    first.remember("model-a", "bf16", [trial])
+    second.remember("model-b", "fp32", [trial])
+    assert (second.get("model-a"), first.get("model-b")) == ("bf16", "fp32")
+    assert Choices(path).get("model-a") == "bf16" and Choices(path).get("model-b") == "fp32"
+    first.keep(lambda key: key != "model-b")
+    assert Choices(path).get("model-b") is None and Choices(path).get("model-a") == "bf16"

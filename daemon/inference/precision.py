@@ -22,12 +22,14 @@ OpenVINO version, so later loads cost nothing and a change of rule measures agai
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -230,7 +232,10 @@ def reasons(trials: Sequence[Trial], capabilities: Sequence[str]) -> str:
 class Choices:
     """The remembered choices: one JSON file in the cache folder, rewritten whole and atomically.
 
-    Without a folder (tests, a read-only cache) choices last as long as the process.
+    Several daemons may share the folder (one per device on one box): each change reads the file again under a
+    lock and adds to it, so no daemon's choice overwrites another's, and a choice missing here is looked for in
+    the file before it is measured. Without a folder (tests, a read-only cache) choices last as long as the
+    process.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -248,21 +253,40 @@ class Choices:
         return known if isinstance(known, dict) else {}
 
     def get(self, key: str) -> str | None:
+        if key not in self._known:  # another daemon on this cache may have measured it
+            self._known.update(self._read())
         entry = self._known.get(key)
         precision = entry.get("precision") if isinstance(entry, dict) else None
         return precision if isinstance(precision, str) else None
 
     def remember(self, key: str, precision: str, trials: Sequence[Trial]) -> None:
-        self._known[key] = {"precision": precision, "trials": [asdict(t) for t in trials]}
-        self._write()
+        with self._locked():
+            self._known = {**self._read(), key: {"precision": precision, "trials": [asdict(t) for t in trials]}}
+            self._write()
 
     def keep(self, wanted: Callable[[str], bool]) -> None:
         """Forget the choices whose key is not wanted."""
-        unwanted = [key for key in self._known if not wanted(key)]
-        for key in unwanted:
-            del self._known[key]
-        if unwanted:
-            self._write()
+        with self._locked():
+            current = self._read() if self._path is not None else self._known
+            self._known = {key: entry for key, entry in current.items() if wanted(key)}
+            if len(self._known) < len(current):
+                self._write()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The file's lock, held across a read and the write that follows it (no lock without a folder)."""
+        if self._path is None:
+            yield
+            return
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self._path.with_name(f".{self._path.name}.lock").open("a")
+        except OSError:
+            yield  # a read-only cache: _write says so
+            return
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _write(self) -> None:
         if self._path is None:
