@@ -183,6 +183,9 @@ class Settings:
     max_connections: int = 1024
     # Seconds a request head may take to arrive, and the longest pause inside a body (Ollama has no limit).
     read_timeout: int = 30
+    # OVEMBED_INFERENCE_TIMEOUT: the least seconds a batch may run before the watchdog abandons it (batcher.py); a
+    # 32-text batch of 512 tokens of a large model takes a few seconds on a 2-core CPU, so 30 s is never a slow batch.
+    inference_timeout: int = 30
     # Ollama's default on a CPU (3 per GPU there): idle models beyond it unload, least recently used first.
     max_loaded_models: int = 3
     preload: tuple[str, ...] = ()  # OVEMBED_PRELOAD: models loaded at start and kept loaded
@@ -231,6 +234,7 @@ class Settings:
             max_body_bytes=_int_env("OVEMBED_MAX_BODY_BYTES", default.max_body_bytes),
             max_connections=_int_env("OVEMBED_MAX_CONNECTIONS", default.max_connections),
             read_timeout=_int_env("OVEMBED_READ_TIMEOUT", default.read_timeout),
+            inference_timeout=_int_env("OVEMBED_INFERENCE_TIMEOUT", default.inference_timeout),
             vector_cache_mb=_int_env("OVEMBED_CACHE_MB", default.vector_cache_mb, minimum=0),
             max_multivector_mb=_int_env("OVEMBED_MAX_MULTIVECTOR_MB", default.max_multivector_mb),
             upstream=_upstream(),

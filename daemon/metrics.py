@@ -59,6 +59,7 @@ INFERENCE_SECONDS = _histogram(
     "Time a batch spends in the network and pooling",
     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+INFERENCE_STALLS = _counter("inference_stalls", "Batches abandoned by the watchdog, their model compiled again")
 
 # Models.
 LOADED_MODELS = _gauge("loaded_models", "Models loaded now")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -20,6 +21,7 @@ import uvicorn
 from daemon.config import Settings
 from daemon.http.app import create_app
 from daemon.http.connection import HeadDeadlineProtocol
+from daemon.inference.batcher import stuck_threads
 from daemon.startup import Parts
 
 # uvicorn cancels what still runs this long after the daemon's own bound: a backstop that leaves time for the
@@ -76,3 +78,8 @@ def serve(settings: Settings) -> None:
         http=functools.partial(HeadDeadlineProtocol, head_timeout=settings.read_timeout),
     )
     _Server(config, parts.begin_stop).run()
+    stuck = stuck_threads()
+    if stuck:  # Python joins every executor thread at exit: one stuck in a device would hold the exit for good
+        logging.getLogger(__name__).warning("%d inference threads are still stuck; exiting without them", len(stuck))
+        logging.shutdown()
+        os._exit(0)

@@ -67,31 +67,48 @@ class Parts:
             max_tokens=settings.batch_tokens,
             max_texts=settings.batch_size,
             max_multivector_bytes=settings.max_multivector_mb << 20,
+            inference_timeout=settings.inference_timeout,
         )
         residency = Residency(engine, store, limits, settings.keep_alive, settings.max_loaded_models)
         cache_bytes = settings.vector_cache_mb << 20
         shutdown = Shutdown()
         runtime = Runtime(
-            engine, store, residency, settings.max_inputs, settings.max_queue, cache_bytes, shutdown=shutdown
+            engine,
+            store,
+            residency,
+            settings.max_inputs,
+            settings.max_queue,
+            cache_bytes,
+            shutdown=shutdown,
+            preload=settings.preload,
         )
         pulls = Pulls(store, settings.hf_endpoint, settings.hf_token, shutdown)
         return cls(settings, store, runtime, pulls, shutdown)
 
     async def preload(self) -> None:
-        """OVEMBED_PRELOAD's models, loaded one after another and kept; a name that fails is logged, not fatal."""
+        """OVEMBED_PRELOAD's models, loaded one after another and kept; a name that fails is logged, not fatal.
+        Its progress is kept for /health: a failed name counts as done (logged, and the others serve)."""
+        progress = self.runtime.preloading
         for text in self.settings.preload:
             record = None
             with contextlib.suppress(InvalidName):
                 record = self.store.get(parse_name(text))
             if record is None:
                 log.warning("OVEMBED_PRELOAD names %s, which is not in the store; pull it first", text)
+                progress.failed.append(text)
+                progress.done += 1
                 continue
+            progress.now = record.name.display
             try:
                 await self.runtime.load(record, keep_alive=math.inf)
             except Exception as exc:  # one bad model must not stop the others, nor the daemon
                 log.warning("OVEMBED_PRELOAD could not load %s: %s", text, exc)
+                progress.failed.append(text)
             else:
                 log.info("preloaded %s", record.name.display)
+            finally:
+                progress.now = None
+                progress.done += 1
 
     def begin_stop(self) -> None:
         """The first signal: pulls end now, and embeddings and reranks still running after

@@ -46,7 +46,7 @@ REFUSED = (
     "(or OVEMBED_API_KEY_FILE)"
 )
 # What may be asked without the key; everything else in the route table wants it.
-OPEN = {("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version")}
+OPEN = {(method, path) for path in ("/", "/api/version", "/health") for method in ("GET", "HEAD")}
 
 
 @pytest.fixture(scope="module")

@@ -307,6 +307,8 @@ ELSEWHERE = {
     "UPSTREAM_DOWN": "tests/test_upstream.py::"
     "test_an_upstream_that_is_down_gets_a_502_and_ovembeds_own_models_keep_working",
     "UNAUTHORIZED": "tests/test_auth.py::test_the_refusal_is_each_apis_own_error_shape",  # an app with a key
+    "InferenceStalled": "tests/test_health.py::"
+    "test_a_stalled_batch_is_answered_500_the_model_compiled_again_and_served_after",
 }
 
 

@@ -196,3 +196,12 @@ def test_a_request_for_the_upstream_enters_no_module_twice(store_root: Path, met
     assert answers == [200]
     assert "daemon.http.upstream" in walks.modules()
     assert not walks.doubled_back(), "\n".join(walks.doubled_back())
+
+
+def test_a_health_check_enters_no_module_twice(client: TestClient) -> None:
+    """/health reads the runtime's snapshot and words it: down one way and back, as every route."""
+    answers: list[int] = []
+    walks = traced(client, lambda: answers.append(client.get("/health").status_code))
+    assert answers == [200]
+    assert {"daemon.http.health", "daemon.inference.runtime", "daemon.inference.residency"} <= walks.modules()
+    assert not walks.doubled_back(), "\n".join(walks.doubled_back())

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from daemon.http import metrics, ollama, openai, pull, rerank, tei, upstream
+from daemon.http import health, metrics, ollama, openai, pull, rerank, tei, upstream
 from daemon.http.auth import Auth
 from daemon.http.errors import HANDLED, answer
 from daemon.http.guard import Guard
@@ -49,7 +49,15 @@ def create_app(parts: Parts) -> Starlette:
 
     handle = answer if beside is None else beside.handler(answer)
     handlers = {404: _routing_error, 405: _routing_error, Exception: handle, **dict.fromkeys(HANDLED, handle)}
-    routes = [*ollama.ROUTES, *pull.ROUTES, *openai.ROUTES, *rerank.ROUTES, *tei.ROUTES, *metrics.ROUTES]
+    routes = [
+        *health.ROUTES,
+        *ollama.ROUTES,
+        *pull.ROUTES,
+        *openai.ROUTES,
+        *rerank.ROUTES,
+        *tei.ROUTES,
+        *metrics.ROUTES,
+    ]
     if beside is not None:  # last: what no route of ovembed's takes
         routes += upstream.ROUTES
     # Outermost first: observe counts and logs every answer (a refusal too), the guard checks the Host and answers

@@ -14,9 +14,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon.http.errors import Err, answer
 
-# What a client may ask without the key: the liveness checks clients and load balancers poll. A health route
-# added later belongs here.
-OPEN_ROUTES = frozenset({("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version")})
+# What a client may ask without the key: the liveness and readiness checks clients and load balancers poll.
+OPEN_ROUTES = frozenset(
+    {
+        ("GET", "/"),
+        ("HEAD", "/"),
+        ("GET", "/api/version"),
+        ("HEAD", "/api/version"),
+        ("GET", "/health"),
+        ("HEAD", "/health"),
+    }
+)
 METRICS_ROUTES = frozenset({("GET", "/metrics")})  # opened by OVEMBED_METRICS_OPEN, for a Prometheus scraper
 
 

@@ -20,6 +20,7 @@ from daemon.http.responses import OllamaJSON, PlainJSON
 from daemon.inference.errors import (
     ContextTooSmall,
     InferenceFailed,
+    InferenceStalled,
     InputTooLong,
     ModelDamaged,
     ModelDeleted,
@@ -190,6 +191,11 @@ RAISED: dict[type[Exception], Reply] = {
         "or remove it with `ovembed rm {name}`",
     ),
     InferenceFailed: Reply(500, "inference failed: {reason}"),
+    InferenceStalled: Reply(
+        500,
+        "inference failed: the device stopped responding (a batch of {name} had no answer after {seconds:.0f} s); "
+        "ovembed abandoned it and is compiling the model again: send the request again in a moment",
+    ),
     # Ollama answers a failed non-streamed pull with the error's own status: 404 for what does not exist,
     UnknownName: Reply(
         404,

@@ -1,8 +1,8 @@
 """ASGI middleware that counts each answered request and its time for /metrics, and logs one line for it.
 
 The access line says what Ollama's GIN line says (method, path, status, time) and, for the embedding routes,
-the texts and tokens; it is logged at INFO, or at DEBUG for the health checks clients poll (`/`, version,
-tags, ps, metrics), which OLLAMA_DEBUG shows.
+the texts and tokens; it is logged at INFO, or at DEBUG for the health checks clients poll (`/`, `/health`,
+version, tags, ps, metrics), which OLLAMA_DEBUG shows.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from daemon.http.state import work_of
 from daemon.metrics import REQUEST_SECONDS, REQUESTS
 
 log = logging.getLogger("ovembed.access")
-_POLLED = frozenset({"/", "/api/version", "/api/tags", "/api/ps", "/metrics"})
+_POLLED = frozenset({"/", "/health", "/api/version", "/api/tags", "/api/ps", "/metrics"})
 
 
 class Observe:

@@ -11,6 +11,11 @@ moment it is free:
 
 An input's row does not depend on its neighbours: padding is masked, pooling skips it, and
 normalization happens per vector afterwards.
+
+A watchdog times every batch: one that runs far past its expected time (STALL_MULTIPLE) is abandoned, its
+requests failed with InferenceStalled, the stuck threads' stacks logged, and the model compiled again on fresh
+threads while the lane reads as `stuck`; the stuck thread cannot be stopped, so it is left, and what it
+returns one day is dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import sys
+import threading
+import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +37,15 @@ from typing import Any
 import numpy as np
 
 from daemon.inference.engine import LoadedModel, Rows
-from daemon.inference.errors import ContextTooSmall, InferenceFailed, InputTooLong, MultivectorTooLarge
+from daemon.inference.errors import (
+    ContextTooSmall,
+    InferenceFailed,
+    InferenceStalled,
+    InputTooLong,
+    MultivectorTooLarge,
+)
 from daemon.inference.tokenize import TokenizedText
-from daemon.metrics import BATCH_PADDING, BATCH_TEXTS, INFERENCE_SECONDS
+from daemon.metrics import BATCH_PADDING, BATCH_TEXTS, INFERENCE_SECONDS, INFERENCE_STALLS
 from modelstore.convert import openvino_reason
 from modelstore.network_io import SparseVector
 from modelstore.spec import DENSE, EMBED, MULTIVECTOR, SPARSE
@@ -42,16 +57,33 @@ log = logging.getLogger(__name__)
 MAX_PADDING_SHARE = 0.1
 # Below this many characters, tokenizing on the event loop costs less than handing it to a thread.
 INLINE_TOKENIZE_CHARS = 4096
+# The watchdog abandons a batch that runs STALL_MULTIPLE times longer than the model's slowest batch seen would
+# at its size (the slowest seconds per padded token, times its padded tokens), and never before
+# OVEMBED_INFERENCE_TIMEOUT. A busy machine (other models' batches, other processes on the cores) slows a batch a
+# few times, and a long text's attention costs more per token than a short one's; no sound batch comes near 20x,
+# while a hung device or driver never answers. Until one batch of the model has been timed, the deadline is
+# STALL_MULTIPLE times the floor: the first inference's one-off start-up (buffers, a GPU's kernels) is unknown;
+# so again after the model is compiled anew.
+STALL_MULTIPLE = 20
+# The threads left stuck in a device by the watchdog: the interpreter would wait for them at exit, forever.
+_abandoned: list[threading.Thread] = []
+
+
+def stuck_threads() -> list[threading.Thread]:
+    """Inference threads abandoned in a stuck device that have still not returned."""
+    return [thread for thread in _abandoned if thread.is_alive()]
 
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """How large a batch may grow: padded tokens and texts; and how many bytes of float32 token vectors one
-    request may ask for, so an answer of multi-vectors stays within memory (OVEMBED_MAX_MULTIVECTOR_MB)."""
+    """How large a batch may grow: padded tokens and texts; how many bytes of float32 token vectors one
+    request may ask for, so an answer of multi-vectors stays within memory (OVEMBED_MAX_MULTIVECTOR_MB); and the
+    least seconds the watchdog gives a batch before it abandons it (OVEMBED_INFERENCE_TIMEOUT)."""
 
     max_tokens: int
     max_texts: int
     max_multivector_bytes: int = 64 << 20
+    inference_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -232,20 +264,42 @@ async def _tokenized(chars: int, tokenize: Callable[..., list[TokenizedText]], *
         raise InferenceFailed(f"tokenizing failed: {exc}") from exc
 
 
+def _dropped(name: str, started: float) -> Callable[[asyncio.Future[Rows]], None]:
+    """What an abandoned batch's thread gives, if it ever returns: read (so no error goes unretrieved), said,
+    and dropped; its requests were answered when it was abandoned."""
+
+    def drop(running: asyncio.Future[Rows]) -> None:
+        failed = running.cancelled() or running.exception() is not None
+        outcome = "failed" if failed else "finished"
+        log.warning(
+            "an abandoned batch of %s %s after %.0f s; its result is dropped", name, outcome, time.monotonic() - started
+        )
+
+    return drop
+
+
 class Lane:
     """One loaded model's pool and its inference slots, each a task that keeps one request in flight.
 
     Made on the event loop when the model loads, closed when it unloads; requests reach it only through
-    the model's resident entry.
+    the model's resident entry. `reload` compiles the model again, after the watchdog abandoned a batch.
     """
 
-    def __init__(self, model: LoadedModel, limits: BatchLimits) -> None:
+    def __init__(
+        self, model: LoadedModel, limits: BatchLimits, reload: Callable[[], LoadedModel] | None = None
+    ) -> None:
         self.model = model
         self.limits = limits
         self.pool = Pool()
         self._wake = asyncio.Event()
         # The rows a job keeps: none for a model without dense vectors (SPLADE's would be a vocabulary wide).
         self.dense_width = model.spec.dimension if DENSE in model.spec.outputs or model.spec.task != EMBED else 0
+        self._reload = reload
+        self.stuck = False  # a batch was abandoned; until the model is compiled again and answering
+        self._generation = 0  # the model's compiles since the lane was made: a batch of an older one is past
+        self._rebuild: asyncio.Task[None] | None = None
+        self._seconds_per_token = 0.0  # the slowest batch seen, per padded token: the watchdog's expectation
+        self._busy: dict[int, int] = {}  # thread id -> slot, while the thread runs a batch
         self._executor = ThreadPoolExecutor(max_workers=model.slots, thread_name_prefix="ovembed-infer")
         self._workers = [asyncio.create_task(self._work(slot)) for slot in range(model.slots)]
 
@@ -317,23 +371,119 @@ class Lane:
                 continue
             inputs = [item.job.inputs[item.index] for item in batch]
             wanted = [item.job.wanted for item in batch]
+            tokens = max(map(len, inputs)) * len(inputs)
             BATCH_TEXTS.observe(len(inputs))
-            BATCH_PADDING.observe(max(map(len, inputs)) * len(inputs) - sum(map(len, inputs)))
+            BATCH_PADDING.observe(tokens - sum(map(len, inputs)))
             try:
-                with INFERENCE_SECONDS.time():
-                    rows = await loop.run_in_executor(self._executor, self.model.infer_outputs, slot, inputs, wanted)
-            except Exception as exc:  # a failed batch fails its requests, never the lane
-                failure = InferenceFailed(openvino_reason(exc))
-                for item in batch:
-                    item.job.fail(failure)
+                model = await self._sound_model()
+            except Exception as exc:  # compiling again failed: this batch fails, the next one tries again
+                _fail(batch, InferenceFailed(openvino_reason(exc)))
                 continue
+            generation, started = self._generation, time.monotonic()
+            running = loop.run_in_executor(self._executor, self._infer, model, slot % model.slots, inputs, wanted)
+            done, _ = await asyncio.wait({running}, timeout=self._deadline(tokens))
+            seconds = time.monotonic() - started
+            if not done:
+                running.add_done_callback(_dropped(model.record.name.display, started))
+                self._stalled(batch, seconds, generation)
+                continue
+            INFERENCE_SECONDS.observe(seconds)
+            try:
+                rows = running.result()
+            except Exception as exc:  # a failed batch fails its requests, never the lane
+                _fail(batch, InferenceFailed(openvino_reason(exc)))
+                continue
+            self._seconds_per_token = max(self._seconds_per_token, seconds / tokens)
             for position, item in enumerate(batch):
                 item.job.deliver(item.index, rows, position)
 
+    def _infer(self, model: LoadedModel, slot: int, inputs: list[TokenizedText], wanted: list[frozenset[str]]) -> Rows:
+        """On an executor thread: the batch's rows, the thread noted as busy so a stall can show its stack."""
+        ident = threading.get_ident()
+        self._busy[ident] = slot
+        try:
+            return model.infer_outputs(slot, inputs, wanted)
+        finally:
+            self._busy.pop(ident, None)
+
+    def _deadline(self, tokens: int) -> float:
+        """Seconds a batch of `tokens` padded tokens may run before the watchdog abandons it."""
+        floor = self.limits.inference_timeout
+        if not self._seconds_per_token:
+            return STALL_MULTIPLE * floor
+        return max(floor, STALL_MULTIPLE * self._seconds_per_token * tokens)
+
+    def _stalled(self, batch: list[_Item], seconds: float, generation: int) -> None:
+        """Fail the abandoned batch's requests; the first stall of a compile also logs the stuck threads, counts
+        it, leaves the executor to its stuck threads and starts compiling the model again."""
+        name = self.model.record.name.display
+        _fail(batch, InferenceStalled(name, seconds))
+        if generation != self._generation:
+            return  # a batch of the compile already abandoned: its stall is said and being repaired
+        INFERENCE_STALLS.inc()
+        log.error(
+            "%s stopped responding: a batch of %d texts ran %.0f s without an answer; it is abandoned, its requests "
+            "failed, and the model is being compiled again on fresh threads. The stuck threads:\n%s",
+            name,
+            len(batch),
+            seconds,
+            self._stacks(),
+        )
+        _abandoned.extend(t for t in threading.enumerate() if t.ident in self._busy)
+        self.stuck = True
+        self._generation += 1
+        self._executor.shutdown(wait=False)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.model.slots, thread_name_prefix=f"ovembed-infer-{self._generation}"
+        )
+        self._rebuild = asyncio.create_task(self._rebuilt())
+        self._rebuild.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    def _stacks(self) -> str:
+        """The stack of each thread of this lane that is running a batch now."""
+        frames = sys._current_frames()
+        said = []
+        for thread in threading.enumerate():
+            slot = self._busy.get(thread.ident or 0)
+            frame = frames.get(thread.ident or 0)
+            if slot is not None and frame is not None:
+                said.append(f"thread {thread.name} (slot {slot}):\n{''.join(traceback.format_stack(frame))}")
+        return "\n".join(said) or "(none is running a batch any more)"
+
+    async def _sound_model(self) -> LoadedModel:
+        """The model to run a batch on: once the model stuck is compiled again (a failed compile tried anew)."""
+        while self.stuck:
+            if self._rebuild is None or self._rebuild.done():
+                self._rebuild = asyncio.create_task(self._rebuilt())
+            await asyncio.shield(self._rebuild)
+        return self.model
+
+    async def _rebuilt(self) -> None:
+        """The model compiled again on a thread of its own, and the lane answering with it."""
+        name = self.model.record.name.display
+        if self._reload is None:
+            raise InferenceFailed(f"{name} stopped responding and this lane cannot compile it again")
+        try:
+            model = await asyncio.to_thread(self._reload)
+        except Exception as exc:
+            log.error("%s could not be compiled again after it stopped responding: %s", name, openvino_reason(exc))
+            raise
+        # The new compile's first batch has its own start-up to pay: timed afresh, as at the first load.
+        self.model, self.stuck, self._seconds_per_token = model, False, 0.0
+        log.warning("%s is compiled again and answering", name)
+        self._wake.set()
+
     async def close(self) -> None:
+        if self._rebuild is not None:
+            self._rebuild.cancel()
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _fail(batch: list[_Item], failure: Exception) -> None:
+    for item in batch:
+        item.job.fail(failure)

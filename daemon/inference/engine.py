@@ -49,6 +49,10 @@ _GPU_PAD_MULTIPLE = 16
 # In the cache folder: the precision choices, and a folder of compiled blobs per model and precision.
 PRECISION_FILE = "precision.json"
 COMPILED_FOLDER = "compiled"
+# pybind11 sets up its numpy bridge on first use, under a once-flag it enters holding the GIL: two inference
+# slots reading their first output at once deadlock on it (the loop waits on the GIL for good). Set up here, once,
+# on the importing thread.
+ov.Tensor(np.zeros(1, dtype=np.float32)).data  # noqa: B018
 # What a quantized model computes in, as /api/ps and the vector cache name it.
 INT8 = "int8"
 # OpenVINO's element types as OVEMBED_PRECISION names them.

@@ -96,3 +96,13 @@ class InferenceFailed(RuntimeError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"inference failed: {reason}")
         self.reason = reason
+
+
+class InferenceStalled(RuntimeError):
+    """A batch ran far past its expected time (batcher.py's watchdog): the device stopped responding. The batch
+    was abandoned and the model is being compiled again on fresh threads; the request is not at fault."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(f"a batch of {name} had no answer after {seconds:.0f} s")
+        self.name = name
+        self.seconds = seconds

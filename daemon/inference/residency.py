@@ -117,7 +117,7 @@ class Residency:
                 if not self.store.holds(record):
                     raise ModelDeleted(record.name.display)
                 try:
-                    lane = Lane(model, self.limits)
+                    lane = Lane(model, self.limits, reload=lambda: self.engine.load(record))
                 except Exception as exc:
                     raise ModelLoadFailed(record.name.display, openvino_reason(exc)) from exc
                 resident = self._residents[key] = Resident(record, lane, self.default_keep_alive)

@@ -19,6 +19,7 @@ from daemon.inference.batcher import Lane
 from daemon.inference.embed import Embedded, EmbedOptions, finish
 from daemon.inference.engine import Engine
 from daemon.inference.errors import NoDenseOutput, QueueFull, Stopping, TooManyInputs, WrongTask
+from daemon.inference.health import Health, Preloading
 from daemon.inference.rerank import Reranked, RerankOptions, rank
 from daemon.inference.residency import Residency, Resident
 from daemon.inference.shutdown import Shutdown
@@ -68,6 +69,7 @@ class Runtime:
         max_queue: int,
         cache_bytes: int = 0,
         shutdown: Shutdown | None = None,
+        preload: tuple[str, ...] = (),
     ):
         self.engine = engine
         self.store = store
@@ -79,6 +81,7 @@ class Runtime:
         self._running: set[asyncio.Task[object]] = set()
         self._ended: set[asyncio.Task[object]] = set()  # running when the bound passed: answered Stopping
         self.shutdown = shutdown or Shutdown()
+        self.preloading = Preloading(preload)  # filled in by the preload as it loads OVEMBED_PRELOAD's models
 
     async def embed(self, record: ModelRecord, texts: Sequence[str], options: EmbedOptions) -> Embedded:
         """Vectors for `texts`, with the outputs `options.extras` asks beside them; an empty list only loads the
@@ -186,6 +189,19 @@ class Runtime:
     def running(self) -> list[Resident]:
         """Loaded models, the longest time left first, as Ollama's /api/ps sorts them."""
         return self.residency.running()
+
+    def health(self) -> Health:
+        """Whether the daemon can serve now, from memory alone: no inference, no disk."""
+        residents = self.residency.running()
+        return Health(
+            preload=self.preloading.names,
+            preloaded=self.preloading.done,
+            loading=self.preloading.now,
+            preload_failed=tuple(self.preloading.failed),
+            draining=self.shutdown.begun,
+            stuck=tuple(r.record.name.display for r in residents if r.lane.stuck),
+            loaded=tuple(r.record.name.display for r in residents),
+        )
 
     def precision_of(self, record: ModelRecord) -> str:
         return self.engine.precision_of(record)
