@@ -306,17 +306,11 @@ def test_nginx_keeps_answering_while_nodes_stop_die_and_come_back(tmp_path: Path
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "ovembed.cfg"
 
 
-def check_path(daemon: Daemon) -> str:
-    """GET /health where the daemon has it; before it, /api/version, which answers 200 once the daemon listens."""
-    return "/health" if httpx.get(f"{daemon.url}/health", timeout=10).status_code in (200, 503) else "/api/version"
-
-
-def haproxy_config(folder: Path, listen: int, upstreams: list[int], path: str) -> list[Path]:
-    """deploy/haproxy/ovembed.cfg with its `server` lines, bind and check path set, behind a global section of
-    an unprivileged HAProxy whose admin socket lives in `folder`."""
+def haproxy_config(folder: Path, listen: int, upstreams: list[int]) -> list[Path]:
+    """deploy/haproxy/ovembed.cfg with its `server` lines and bind set, behind a global section of an
+    unprivileged HAProxy whose admin socket lives in `folder`."""
     site = with_servers(HAPROXY_CFG, [f"server node{port} 127.0.0.1:{port}" for port in upstreams])
     site = site.replace("bind 127.0.0.1:11434", f"bind 127.0.0.1:{listen}")
-    site = site.replace("option httpchk GET /health", f"option httpchk GET {path}")
     (folder / "ovembed.cfg").write_text(site)
     (folder / "global.cfg").write_text(f"global\n    stats socket {folder}/admin.sock mode 600 level admin\n")
     return [folder / "global.cfg", folder / "ovembed.cfg"]
@@ -335,10 +329,10 @@ def server_states(folder: Path) -> dict[int, str]:
 
 
 @contextlib.contextmanager
-def running_haproxy(folder: Path, listen: int, upstreams: list[int], path: str) -> Iterator[str]:
+def running_haproxy(folder: Path, listen: int, upstreams: list[int]) -> Iterator[str]:
     """The real HAProxy, unprivileged, in the foreground, in front of `upstreams`, until every server is UP."""
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    files = [arg for cfg in haproxy_config(folder, listen, upstreams, path) for arg in ("-f", str(cfg))]
+    files = [arg for cfg in haproxy_config(folder, listen, upstreams) for arg in ("-f", str(cfg))]
     check = subprocess.run([haproxy, "-c", *files], capture_output=True)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     with foreground([haproxy, "-db", *files], folder / "haproxy.log") as process:
@@ -367,7 +361,7 @@ def test_haproxy_sends_a_restarted_node_nothing_before_its_check_passes(tmp_path
     samples: list[tuple[str, float, str]] = []
     try:
         expected = np.array(embed(nodes[0].url, "tiny", TEXTS).json()["embeddings"])
-        with running_haproxy(folder, free_port(), ports, check_path(nodes[0])) as url:
+        with running_haproxy(folder, free_port(), ports) as url:
             clients = Clients(url, expected)
             with clients.embedding():
                 clients.after(PHASE, "requests with both nodes up")
