@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 
 from daemon.config import Settings
-from daemon.inference.batcher import BatchLimits
 from daemon.inference.engine import Engine
+from daemon.inference.pool import BatchLimits
 from daemon.inference.pulls import Pulls
 from daemon.inference.residency import Residency
 from daemon.inference.runtime import Runtime

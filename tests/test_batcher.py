@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.inference.batcher import MAX_PADDING_SHARE, BatchLimits, Job, Lane, Pool
+from daemon.inference.batcher import Lane
 from daemon.inference.embed import Embedded, EmbedOptions
 from daemon.inference.engine import Engine, LoadedModel
 from daemon.inference.errors import QueueFull
+from daemon.inference.pool import MAX_PADDING_SHARE, BatchLimits, Job, Pool
 from daemon.inference.residency import Residency
 from daemon.inference.runtime import Runtime
 from daemon.inference.tokenize import TokenizedText

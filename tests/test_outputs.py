@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from daemon.inference.batcher import BatchLimits, Lane
+from daemon.inference.batcher import Lane
 from daemon.inference.engine import Engine
+from daemon.inference.pool import BatchLimits
 from modelstore.architectures.torch_weights import read_state_dict
 from modelstore.create import create_from_folder
 from modelstore.names import parse_name

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from daemon.inference.batcher import BatchLimits, Lane
+from daemon.inference.batcher import Lane
 from daemon.inference.engine import Engine, LoadedModel
 from daemon.inference.errors import ModelDamaged, ModelDeleted, ModelLoadFailed
+from daemon.inference.pool import BatchLimits
 from daemon.metrics import LOAD_SECONDS, LOADED_MODELS, MODEL_LOADS, MODEL_UNLOADS
 from modelstore.convert import openvino_reason
 from modelstore.store import ModelRecord, ModelStore
