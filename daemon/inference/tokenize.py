@@ -67,19 +67,17 @@ class ModelTokenizer:
         self._special_count = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self._pair_special_count = self.tokenizer.num_special_tokens_to_add(is_pair=True)
         self.pad_id = self._pad_id()
+        masks = [i for i in map(self.tokenizer.token_to_id, ("[MASK]", "<mask>")) if i is not None]
         # What a text never counts among its words: bge-m3's lexical weights drop these ids (FlagEmbedding drops
         # cls, eos, pad and unk: every special token but the mask, which a text may spell out).
-        masks = {self.tokenizer.token_to_id(token) for token in ("<mask>", "[MASK]")}
         self.special_ids = frozenset(
             i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special and i not in masks
         )
-        # A ColBERT model's markers, its expansion token, and the tokens whose vectors documents drop: pylate looks
-        # each skiplist word up as one token, and a word that is none is its unknown token.
+        # A ColBERT model's markers, its expansion token (the mask), and the tokens whose vectors documents drop:
+        # pylate looks each skiplist word up as one token, and a word that is none is its unknown token.
         rules = self.spec.late_interaction
         self._markers = (self._id_of(rules.query_prefix), self._id_of(rules.document_prefix)) if rules else (0, 0)
-        self._expansion_id = next(
-            (i for i in map(self.tokenizer.token_to_id, ("[MASK]", "<mask>")) if i is not None), self.pad_id
-        )
+        self._expansion_id = masks[0] if masks else self.pad_id
         unknown = self.tokenizer.token_to_id("[UNK]")
         skipped = (self.tokenizer.token_to_id(word) for word in (rules.skiplist if rules else ()))
         self.skip_ids = frozenset(i if i is not None else unknown for i in skipped) - {None}
