@@ -195,3 +195,28 @@ def test_an_upstream_address_that_is_ovembeds_own_is_a_loop_refused_at_once(tmp_
         assert httpx.get(f"{running.url}/api/version", timeout=30).status_code == 200
     finally:
         stop_daemon(running)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        (
+            "/api/rerank",
+            {"model": "llama3.2", "query": "q", "documents": ["d"]},
+            {"error": 'model "llama3.2" not found, try pulling it first'},
+        ),
+        (
+            "/embed_sparse",
+            {"model": "llama3.2", "inputs": "q"},
+            {"error": 'model "llama3.2" not found, try pulling it first', "error_type": "validation"},
+        ),
+    ],
+)
+def test_a_route_ollama_lacks_answers_its_own_not_found_for_an_upstream_model(
+    daemon: Daemon, stand_in: StandInOllama, path: str, body: dict[str, object], error: dict[str, str]
+) -> None:
+    """Rerank and TEI's sparse route are ovembed's alone: the upstream, which has no such route, is not asked."""
+    before = len(stand_in.seen)
+    answer = httpx.post(f"{daemon.url}{path}", json=body, timeout=30)
+    assert (answer.status_code, answer.json()) == (404, error)
+    assert len(stand_in.seen) == before

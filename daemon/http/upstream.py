@@ -52,6 +52,12 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # RFC 9110's Via, as a proxy adds it: a request that comes back with it has gone round in a circle (an upstream
 # address that is ovembed's own).
 _VIA = "1.1 ovembed"
+# The routes both serve that name a model: a model only the upstream holds is its to answer there. On ovembed's
+# own routes (rerank, TEI's /embed_sparse), which Ollama lacks, such a name is answered here as not found.
+_SHARED_MODEL_ROUTES = frozenset(
+    {"/api/embed", "/api/embeddings", "/api/show", "/api/delete", "/api/copy", "/api/pull", "/v1/embeddings"}
+)
+_SHARED_MODEL_PREFIX = "/v1/models/"
 # Go writes nanoseconds; Python reads at most microseconds.
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -120,7 +126,10 @@ class Upstream:
 
     async def _relayed(self, answer: httpx.Response) -> AsyncIterator[bytes]:
         """The answer's bytes as they come; a stream the upstream breaks ends with an error in its own format
-        (an NDJSON line, an SSE event), as Ollama ends a stream that fails."""
+        (an NDJSON line, an SSE event), as Ollama ends a stream that fails.
+
+        The answer is closed here as well as by the response's background task: Starlette skips that task when
+        the client has gone (ASGI 2.4), and this generator's `finally` still runs when it is finalized."""
         try:
             async for chunk in answer.aiter_raw():
                 yield chunk
@@ -164,10 +173,13 @@ class Upstream:
         return str(version) if version else None
 
     def handler(self, answer: Handler) -> Handler:
-        """The exception handler with the upstream in it: a model ovembed does not hold is the upstream's."""
+        """The exception handler with the upstream in it: a model ovembed does not hold, named on a route Ollama
+        also serves, is the upstream's."""
 
         async def handle(request: Request, exc: Exception) -> Response:
-            if isinstance(exc, ModelElsewhere):
+            path = request.url.path
+            shared = path in _SHARED_MODEL_ROUTES or path.startswith(_SHARED_MODEL_PREFIX)
+            if isinstance(exc, ModelElsewhere) and shared:
                 try:
                     return await self.forward(request, getattr(request.state, "body", None))
                 except ApiError as down:
